@@ -12,6 +12,7 @@ REGION_KEY = "region"
 INSTANCE_KEY = "cell_id"
 UNS_KEY = "genesegnet"
 RNA_MAP_KEY = "gsn_rna_map"
+RNA_CHANNEL = "rna"
 WATERSHED_KEY = "watershed"
 
 

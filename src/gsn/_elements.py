@@ -1,0 +1,145 @@
+"""Finding and validating the elements of a SpatialData object at the boundary of every public call.
+
+Every public function resolves its inputs here, so a user gets the same clear message wherever an
+element is missing, ambiguous or of the wrong kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import spatialdata as sd
+from spatialdata.models import Image2DModel, Labels2DModel, PointsModel, get_model
+from xarray import DataArray, DataTree
+
+from ._constants import RNA_CHANNEL
+
+
+def _scale0(element: DataArray | DataTree) -> DataArray:
+    """Full-resolution level of a (possibly multiscale) raster element."""
+    if isinstance(element, DataTree):
+        return next(iter(element["scale0"].values()))
+    return element
+
+
+def _pick(kind: str, available: Sequence[str], key: str | None, argument: str) -> str:
+    if key is not None:
+        if key not in available:
+            listing = ", ".join(repr(k) for k in available) or "none"
+            raise KeyError(f"No {kind} element {key!r} in the SpatialData object; {kind} elements present: {listing}.")
+        return key
+    if len(available) == 1:
+        return available[0]
+    if not available:
+        raise ValueError(f"The SpatialData object has no {kind} element; add one or pass the element via `{argument}`.")
+    listing = ", ".join(repr(k) for k in available)
+    raise ValueError(f"The SpatialData object has several {kind} elements ({listing}); choose one with `{argument}=`.")
+
+
+def _derived(name: str, element) -> bool:
+    channels = list(_scale0(element).coords["c"].values)
+    return channels == [RNA_CHANNEL] or name.endswith("_normalized")
+
+
+def get_image(
+    sdata: sd.SpatialData, image_key: str | None = None, *, channel: str | int | Sequence[str | int] | None = None
+) -> tuple[str, DataArray]:
+    """Return the key and full-resolution image with dims ``(c, y, x)``.
+
+    Parameters
+    ----------
+    sdata
+        The object to look in.
+    image_key
+        Name of the image element; may be omitted when the object holds exactly one image.
+    channel
+        Channel name(s) or index(es) to keep. Required to be unambiguous only by callers that need
+        a single channel (see :func:`get_single_channel`).
+    """
+    candidates = list(sdata.images.keys())
+    if image_key is None:
+        # Images gsn derived from another (RNA map, normalised copy) are inputs only when named.
+        candidates = [k for k in candidates if not _derived(k, sdata.images[k])] or candidates
+    key = _pick("image", candidates if image_key is None else list(sdata.images.keys()), image_key, "image_key")
+    element = sdata.images[key]
+    if get_model(element) is not Image2DModel:
+        raise ValueError(f"Image {key!r} is not 2D (dims {tuple(_scale0(element).dims)}); gsn segments 2D images.")
+    image = _scale0(element)
+    if image.sizes["y"] == 0 or image.sizes["x"] == 0:
+        raise ValueError(f"Image {key!r} is empty (shape {tuple(image.shape)}).")
+    if channel is not None:
+        wanted = [channel] if isinstance(channel, str | int | np.integer) else list(channel)
+        names = list(image.coords["c"].values)
+        picked = []
+        for ch in wanted:
+            if ch in names:
+                picked.append(names.index(ch))
+            elif isinstance(ch, int | np.integer) and not isinstance(ch, bool) and 0 <= ch < len(names):
+                picked.append(int(ch))
+            else:
+                raise KeyError(f"Image {key!r} has no channel {ch!r}; its channels are {names}.")
+        image = image.isel(c=picked)
+    return key, image
+
+
+def get_single_channel(
+    sdata: sd.SpatialData, image_key: str | None = None, *, channel: str | int | None = None
+) -> tuple[str, DataArray]:
+    """Return the key and one channel of an image as a ``(y, x)`` array, refusing to guess between channels."""
+    key, image = get_image(sdata, image_key, channel=channel)
+    if image.sizes["c"] != 1:
+        names = list(image.coords["c"].values)
+        raise ValueError(
+            f"Image {key!r} has {len(names)} channels {names}; pass `channel=` to say which one is the nucleus stain."
+        )
+    return key, image.isel(c=0)
+
+
+def get_points(sdata: sd.SpatialData, points_key: str | None = None) -> tuple[str, Any]:
+    """Return the key and the (dask) dataframe of a points element, checking it has x/y and a gene column."""
+    key = _pick("points", list(sdata.points.keys()), points_key, "points_key")
+    points = sdata.points[key]
+    if get_model(points) is not PointsModel:  # pragma: no cover - spatialdata guarantees the model
+        raise ValueError(f"Element {key!r} is not a points element.")
+    missing = [c for c in ("x", "y") if c not in points.columns]
+    if missing:
+        raise ValueError(f"Points {key!r} have no {' or '.join(missing)} column; columns are {list(points.columns)}.")
+    gene_column(points, key)
+    return key, points
+
+
+def gene_column(points: Any, key: str = "points") -> str:
+    """Name of the gene column: the element's ``feature_key``, else a column named ``gene``."""
+    attrs = points.attrs.get("spatialdata_attrs", {})
+    col = attrs.get("feature_key") or ("gene" if "gene" in points.columns else None)
+    if col is None or col not in points.columns:
+        raise ValueError(
+            f"Points {key!r} have no gene column: set `feature_key` when parsing them "
+            "(PointsModel.parse(..., feature_key='gene')) or add a column named 'gene'."
+        )
+    return col
+
+
+def get_labels(sdata: sd.SpatialData, labels_key: str | None = None) -> tuple[str, DataArray]:
+    """Return the key and full-resolution ``(y, x)`` labels array."""
+    key = _pick("labels", list(sdata.labels.keys()), labels_key, "labels_key")
+    element = sdata.labels[key]
+    if get_model(element) is not Labels2DModel:
+        raise ValueError(f"Labels {key!r} are not 2D; gsn works on 2D labels.")
+    return key, _scale0(element)
+
+
+def check_free(sdata: sd.SpatialData, names: Sequence[str], *, overwrite: bool) -> None:
+    """Refuse to replace existing elements unless ``overwrite=True``.
+
+    spatialdata requires names to be unique across element types, so any element type counts.
+    """
+    if overwrite:
+        return
+    taken = [n for n in names if n in sdata]
+    if taken:
+        raise ValueError(
+            f"Element(s) {taken} already exist; pass `overwrite=True` to replace them or choose another `key_added`."
+        )

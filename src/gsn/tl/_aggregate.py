@@ -1,0 +1,63 @@
+"""Cells x genes counts and per-cell geometry from a label image and transcript assignments."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from spatialdata.models import TableModel
+
+from .._constants import INSTANCE_KEY, REGION_KEY
+
+
+def label_stats(labels: np.ndarray) -> pd.DataFrame:
+    """Area (pixels) and centroid (x, y in spatialdata pixel coordinates) of every label, indexed by id."""
+    labels = np.asarray(labels)
+    flat = labels.ravel()
+    fg = flat > 0
+    ids, inverse, area = np.unique(flat[fg], return_inverse=True, return_counts=True)
+    h, w = labels.shape
+    pos = np.flatnonzero(fg)
+    rows, cols = np.divmod(pos, w)
+    cy = np.bincount(inverse, weights=rows, minlength=len(ids)) / np.maximum(area, 1) + 0.5
+    cx = np.bincount(inverse, weights=cols, minlength=len(ids)) / np.maximum(area, 1) + 0.5
+    return pd.DataFrame({"area": area.astype(np.int64), "centroid_x": cx, "centroid_y": cy}, index=ids.astype(np.int64))
+
+
+def count_matrix(cell_ids: np.ndarray, gene_codes: np.ndarray, cells: np.ndarray, n_genes: int) -> sparse.csr_matrix:
+    """Sparse cells x genes counts: transcripts with ``cell_ids`` in ``cells`` (sorted) counted per gene."""
+    cells = np.asarray(cells)
+    row = np.searchsorted(cells, cell_ids)
+    ok = (cell_ids > 0) & (gene_codes >= 0) & (row < len(cells))
+    ok[ok] &= cells[row[ok]] == cell_ids[ok]
+    data = np.ones(int(ok.sum()), dtype=np.int32)
+    m = sparse.coo_matrix((data, (row[ok], gene_codes[ok])), shape=(len(cells), n_genes))
+    return m.tocsr()
+
+
+def build_table(
+    stats: pd.DataFrame,
+    counts: sparse.csr_matrix,
+    genes: pd.Index,
+    *,
+    region: str,
+    uns: dict | None = None,
+) -> ad.AnnData:
+    """AnnData in the layout of DESIGN.md, linked to the shapes element ``region``."""
+    ids = stats.index.to_numpy()
+    obs = pd.DataFrame(
+        {
+            REGION_KEY: pd.Categorical([region] * len(ids), categories=[region]),
+            INSTANCE_KEY: ids.astype(np.int64),
+            "area": stats["area"].to_numpy(),
+            "n_transcripts": np.asarray(counts.sum(axis=1)).ravel().astype(np.int64),
+            "n_genes": np.diff(counts.indptr).astype(np.int64),
+        },
+        index=pd.Index(ids.astype(str), name=None),
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(genes.astype(str))))
+    adata.obsm["spatial"] = stats[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
+    if uns:
+        adata.uns.update(uns)
+    return TableModel.parse(adata, region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY)

@@ -1,0 +1,106 @@
+"""Transcript -> cell assignment by label lookup (the label under each molecule)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import spatialdata as sd
+
+from .._constants import Key
+from .._elements import get_labels, get_points
+from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
+
+
+def lookup_labels(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Label value at pixel ``(floor(y), floor(x))`` for each point; 0 for points outside the image."""
+    h, w = labels.shape
+    rows = np.floor(y).astype(np.int64)
+    cols = np.floor(x).astype(np.int64)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    out = np.zeros(len(rows), dtype=labels.dtype if labels.dtype.kind in "iu" else np.int64)
+    out[inside] = labels[rows[inside], cols[inside]]
+    return out
+
+
+def transcript_cell_ids(sdata: sd.SpatialData, labels_key: str, points_key: str | None = None) -> np.ndarray:
+    """Cell id (label value) of every transcript of ``points_key`` in the frame of ``labels_key``, in row order."""
+    labels_key, labels = get_labels(sdata, labels_key)
+    points_key, points = get_points(sdata, points_key)
+    return _cell_ids(points, labels, np.asarray(labels.values), points_key=points_key, labels_key=labels_key)
+
+
+def _cell_ids(points, labels_element, labels: np.ndarray, *, points_key: str, labels_key: str) -> np.ndarray:
+    xy = points[["x", "y"]].compute()
+    x = xy["x"].to_numpy(dtype=np.float64)
+    y = xy["y"].to_numpy(dtype=np.float64)
+    matrix = points_to_pixel_matrix(points, labels_element, points_key=points_key, image_key=labels_key)
+    x, y = apply_affine(matrix, x, y)
+    check_coordinates(x, y, labels.shape, points_key=points_key, image_key=labels_key)
+    return lookup_labels(labels, x, y).astype(np.int64)
+
+
+def set_points_column(sdata: sd.SpatialData, points_key: str, column: str, values: np.ndarray) -> None:
+    """Attach a per-row array as a new column of a (dask) points element, keeping its metadata.
+
+    ``ddf[col] = ...`` (not ``assign``) keeps the transformations; the values are split along the
+    element's partitions so the column stays aligned with the rows.
+    """
+    points = sdata.points[points_key]
+    lengths = points.map_partitions(len).compute().to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if offsets[-1] != len(values):
+        raise ValueError(f"{len(values)} values for {offsets[-1]} transcripts in {points_key!r}.")
+
+    def take(part: pd.DataFrame, partition_info=None) -> pd.Series:
+        i = partition_info["number"] if partition_info is not None else 0
+        return pd.Series(values[offsets[i] : offsets[i + 1]], index=part.index, name=column)
+
+    points[column] = points.map_partitions(take, meta=(column, values.dtype))
+
+
+def assign_transcripts(
+    sdata: sd.SpatialData,
+    labels_key: str,
+    points_key: str | None = None,
+    *,
+    key_added: str | None = None,
+    overwrite: bool = False,
+    inplace: bool = True,
+) -> np.ndarray | None:
+    """Assign every transcript to the cell whose label lies under it.
+
+    Transcripts are mapped into the labels' pixel frame through spatialdata's transformations and
+    read at pixel ``(floor(y), floor(x))``. Molecules on background, or outside the labels, get 0.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object with the labels and the transcripts.
+    labels_key
+        Labels element (e.g. ``"genesegnet_labels"``).
+    points_key
+        Transcripts element; may be omitted when there is exactly one.
+    key_added
+        Name of the new points column; ``"<prefix>_cell_id"`` for labels named ``"<prefix>_labels"``.
+    overwrite
+        Replace an existing column of that name. Vendor columns such as ``cell_id`` are never replaced
+        unless named here explicitly with ``overwrite=True``.
+    inplace
+        Add the column to the points element; otherwise return the ids.
+
+    Returns
+    -------
+    int64 array of cell ids, one per transcript in row order, when ``inplace=False``.
+    """
+    labels_key, labels = get_labels(sdata, labels_key)
+    points_key, points = get_points(sdata, points_key)
+    column = key_added or Key.cell_id(Key.prefix(labels_key))
+    if inplace and column in points.columns and not overwrite:
+        raise ValueError(
+            f"Points {points_key!r} already have a column {column!r}; pass `overwrite=True` or another `key_added`."
+        )
+    ids = _cell_ids(points, labels, np.asarray(labels.values), points_key=points_key, labels_key=labels_key)
+    if not inplace:
+        return ids
+    set_points_column(sdata, points_key, column, ids)
+    return None

@@ -1,0 +1,235 @@
+"""From a label image to a complete segmentation: labels, polygons, a counts table and a points column.
+
+One driver for every source of labels (prior, watershed, GeneSegNet, imported Cellpose): everything is
+computed first and written last, so a failure leaves the SpatialData as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import spatialdata as sd
+from spatialdata.models import Labels2DModel, ShapesModel
+from spatialdata.transformations import get_transformation
+
+from .._constants import UNS_KEY, Key
+from .._elements import check_free, gene_column, get_image, get_labels, get_points
+from .._logging import logger
+from ..io._write import add_elements
+from ._aggregate import build_table, count_matrix, label_stats
+from ._assign import _cell_ids, set_points_column
+from ._boundaries import labels_to_polygons
+
+
+def _genes(points, points_key: str) -> tuple[np.ndarray, pd.Index]:
+    """Integer gene code per transcript and the gene names, robust to unknown dask categories."""
+    col = gene_column(points, points_key)
+    series = points[col]
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        series = series.cat.as_known()
+    values = series.compute()
+    cat = values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
+    return cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
+
+
+def _segmentation_elements(
+    sdata: sd.SpatialData,
+    labels: np.ndarray,
+    labels_element,
+    *,
+    labels_name: str,
+    points_key: str | None,
+    key: str,
+    uns: dict | None,
+    with_boundaries: bool = True,
+):
+    """Compute boundaries, table and per-transcript ids for one label image (no writing)."""
+    boundaries = None
+    if with_boundaries:
+        polygons = labels_to_polygons(labels)
+        if len(polygons):
+            transformations = dict(get_transformation(labels_element, get_all=True))
+            boundaries = ShapesModel.parse(polygons, transformations=transformations)
+    stats = label_stats(labels)
+    if points_key is not None:
+        points_key, points = get_points(sdata, points_key)
+        ids = _cell_ids(points, labels_element, labels, points_key=points_key, labels_key=labels_name)
+        codes, genes = _genes(points, points_key)
+    else:
+        ids, codes, genes = None, np.zeros(0, np.int64), pd.Index([])
+    cells = stats.index.to_numpy()
+    counts = count_matrix(ids if ids is not None else np.zeros(0, np.int64), codes, cells, len(genes))
+    params = {"labels": labels_name, "points": points_key or "", "n_cells": len(cells)}
+    params.update(uns or {})
+    table = build_table(stats, counts, genes, region=Key.boundaries(key), uns={UNS_KEY: params})
+    return boundaries, table, points_key, ids
+
+
+def _write(sdata, key, elements, points_key, ids, *, overwrite: bool) -> None:
+    if elements.get(Key.boundaries(key)) is None:
+        # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table.
+        elements.pop(Key.boundaries(key), None)
+        if overwrite and Key.boundaries(key) in sdata:
+            del sdata[Key.boundaries(key)]
+    add_elements(sdata, elements, overwrite=overwrite)
+    if ids is not None:
+        set_points_column(sdata, points_key, Key.cell_id(key), ids)
+        if sdata.is_backed():
+            logger.info(
+                "Column %r was added to %r in memory only: the points on disk are left untouched. "
+                "Persist it with `sdata.write(new_path)`.", Key.cell_id(key), points_key,
+            )  # fmt: skip
+
+
+def _check_outputs(sdata, key: str, points_key: str | None, *, overwrite: bool, with_labels: bool) -> None:
+    names = [Key.boundaries(key), Key.table(key)] + ([Key.labels(key)] if with_labels else [])
+    check_free(sdata, names, overwrite=overwrite)
+    if points_key is not None:
+        _, points = get_points(sdata, points_key)
+        if Key.cell_id(key) in points.columns and not overwrite:
+            raise ValueError(
+                f"Points {points_key!r} already have a column {Key.cell_id(key)!r}; pass `overwrite=True` "
+                "or choose another `key_added`."
+            )
+
+
+def _default_points(sdata: sd.SpatialData, points_key: str | None) -> str | None:
+    if points_key is not None:
+        return points_key
+    keys = list(sdata.points.keys())
+    if len(keys) > 1:
+        raise ValueError(f"The SpatialData object has several points elements ({keys}); choose one with `points_key=`.")
+    return keys[0] if keys else None
+
+
+def cells_from_labels(
+    sdata: sd.SpatialData,
+    labels_key: str,
+    points_key: str | None = None,
+    *,
+    key_added: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Turn any labels element into a full segmentation: polygons, counts table and transcript assignment.
+
+    Writes, for prefix ``key`` (``key_added``, or ``"<prefix>"`` of a labels element named
+    ``"<prefix>_labels"``):
+
+    - ``<key>_boundaries``: polygons indexed by label id;
+    - ``<key>_table``: cells x genes counts (sparse) with ``obs["region"]``, ``obs["cell_id"]``
+      (== label value == polygon index), ``obs["area"]`` (pixels), ``obs["n_transcripts"]``,
+      ``obs["n_genes"]`` and ``obsm["spatial"]`` (centroid x, y in the labels' pixel frame);
+    - ``<key>_cell_id``: a column on the transcripts with each molecule's cell (0 = none);
+    - ``<key>_labels``: a reference to the labels, when ``key_added`` gives a new prefix.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object.
+    labels_key
+        Labels element to use (a prior, a watershed result, an imported segmentation ...).
+    points_key
+        Transcripts; may be omitted when there is exactly one points element (or none: then the
+        table has no genes).
+    key_added
+        Prefix of the elements written.
+    overwrite
+        Replace existing elements/columns with the same names.
+    """
+    labels_key, labels_element = get_labels(sdata, labels_key)
+    key = key_added or Key.prefix(labels_key)
+    points_key = _default_points(sdata, points_key)
+    with_labels = Key.labels(key) != labels_key
+    _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels)
+    labels = np.asarray(labels_element.values)
+    boundaries, table, points_key, ids = _segmentation_elements(
+        sdata, labels, labels_element, labels_name=labels_key, points_key=points_key, key=key,
+        uns={"method": "cells_from_labels"},
+    )  # fmt: skip
+    elements = {Key.boundaries(key): boundaries, Key.table(key): table}
+    if with_labels:
+        elements = {Key.labels(key): sdata.labels[labels_key], **elements}
+    _write(sdata, key, elements, points_key, ids, overwrite=overwrite)
+    logger.info("%s: %d cells from %r", key, table.n_obs, labels_key)
+
+
+def write_segmentation(
+    sdata: sd.SpatialData,
+    labels: np.ndarray,
+    *,
+    image_key: str | None = None,
+    points_key: str | None = None,
+    key_added: str,
+    overwrite: bool = False,
+    uns: dict | None = None,
+) -> None:
+    """Write a label image computed in an image's pixel frame as a full segmentation (see :func:`cells_from_labels`).
+
+    The labels element gets the image's transformations, so every result overlays the image in all
+    of its coordinate systems. ``uns`` is merged into ``table.uns["genesegnet"]``.
+    """
+    image_key, image = get_image(sdata, image_key)
+    shape = (image.sizes["y"], image.sizes["x"])
+    labels = np.asarray(labels)
+    if labels.shape != shape:
+        raise ValueError(f"Labels of shape {labels.shape} do not match image {image_key!r} of shape {shape}.")
+    points_key = _default_points(sdata, points_key)
+    _check_outputs(sdata, key_added, points_key, overwrite=overwrite, with_labels=True)
+    labels = labels.astype(np.int32, copy=False)
+    element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(image, get_all=True))
+    params = {"image": image_key, **(uns or {})}
+    boundaries, table, points_key, ids = _segmentation_elements(
+        sdata, labels, element, labels_name=Key.labels(key_added), points_key=points_key, key=key_added, uns=params
+    )
+    elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
+    _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite)
+    logger.info("%s: wrote %d cells", key_added, table.n_obs)
+
+
+def aggregate(
+    sdata: sd.SpatialData,
+    labels_key: str,
+    points_key: str | None = None,
+    *,
+    key_added: str | None = None,
+    overwrite: bool = False,
+    inplace: bool = True,
+):
+    """Count transcripts per cell and gene for a labels element into an AnnData table.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object.
+    labels_key
+        Labels element defining the cells.
+    points_key
+        Transcripts; may be omitted when there is exactly one points element.
+    key_added
+        Name of the table; ``"<prefix>_table"`` for labels named ``"<prefix>_labels"``. The table
+        annotates ``"<prefix>_boundaries"`` (region key ``"region"``, instance key ``"cell_id"``).
+    overwrite
+        Replace an existing table of that name.
+    inplace
+        Add the table to ``sdata``; otherwise return it.
+
+    Returns
+    -------
+    The table (cells x genes, sparse counts) when ``inplace=False``.
+    """
+    labels_key, labels_element = get_labels(sdata, labels_key)
+    prefix = Key.prefix(labels_key)
+    name = key_added or Key.table(prefix)
+    if inplace:
+        check_free(sdata, [name], overwrite=overwrite)
+    points_key = _default_points(sdata, points_key)
+    if points_key is None:
+        raise ValueError("The SpatialData object has no points element to aggregate.")
+    _, table, _, _ = _segmentation_elements(
+        sdata, np.asarray(labels_element.values), labels_element, labels_name=labels_key, points_key=points_key,
+        key=prefix, uns={"method": "aggregate"}, with_boundaries=False,
+    )  # fmt: skip
+    if not inplace:
+        return table
+    add_elements(sdata, {name: table}, overwrite=overwrite)
+    return None
