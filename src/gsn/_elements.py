@@ -27,7 +27,7 @@ def _scale0(element: DataArray | DataTree) -> DataArray:
 def _pick(kind: str, available: Sequence[str], key: str | None, argument: str) -> str:
     if key is not None:
         if key not in available:
-            listing = ", ".join(repr(k) for k in available) or "none"
+            listing = ", ".join(repr(k) for k in sorted(available)) or "none"
             raise KeyError(f"No {kind} element {key!r} in the SpatialData object; {kind} elements present: {listing}.")
         return key
     if len(available) == 1:

@@ -54,6 +54,9 @@ def watershed_array(
     int32 label image, 0 = background, ids 1..n.
     """
     img = normalize_array(np.asarray(image))
+    if not img.any():
+        logger.warning("The image is blank (constant intensity): no nuclei to segment.")
+        return np.zeros(img.shape, np.int32)
     if smooth > 0:
         img = ndimage.gaussian_filter(img, smooth)
     if threshold is None:

@@ -60,4 +60,8 @@ def build_table(
     adata.obsm["spatial"] = stats[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
     if uns:
         adata.uns.update(uns)
+    if adata.n_obs == 0:
+        # spatialdata rejects a table linked to a region that none of its rows mentions; an empty
+        # segmentation keeps an unlinked empty table with the same columns.
+        return TableModel.parse(adata)
     return TableModel.parse(adata, region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY)

@@ -1,0 +1,94 @@
+import dask.array as da
+import numpy as np
+import pytest
+
+import gsn
+from gsn.pp._rna_map import rna_location_map_array
+from tests.conftest import tiny_arrays
+
+
+def brute_force_map(x, y, shape, sigma):
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    total = np.zeros(shape)
+    for xi, yi in zip(np.floor(x), np.floor(y), strict=True):
+        total += np.exp(-((rr - yi) ** 2 + (cc - xi) ** 2) / (2 * sigma**2))
+    return np.minimum(total, 1)
+
+
+def test_rna_map_matches_eq5_brute_force():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 40, 30), rng.uniform(0, 30, 30)
+    got = rna_location_map_array(x, y, (30, 40), sigma=3.0)
+    # The kernel is cut at 4 sigma, where the Gaussian is 3e-4 of its peak.
+    np.testing.assert_allclose(got, brute_force_map(x, y, (30, 40), 3.0), atol=1e-3)
+    assert got.dtype == np.float32 and got.max() <= 1.0
+
+
+def test_rna_map_single_transcript_is_unnormalised_gaussian():
+    got = rna_location_map_array(np.array([10.7]), np.array([5.2]), (12, 20), sigma=2.0)
+    assert got[5, 10] == pytest.approx(1.0)
+    assert got[5, 12] == pytest.approx(np.exp(-4 / 8), rel=1e-5)
+
+
+def test_rna_map_lazy_chunks_equal_eager():
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(-5, 205, 2000), rng.uniform(-5, 155, 2000)
+    eager = rna_location_map_array(x, y, (150, 200), sigma=4.0)
+    lazy = rna_location_map_array(x, y, (150, 200), sigma=4.0, chunks=64)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_allclose(lazy.compute(), eager, atol=1e-6)
+
+
+def test_rna_map_max_mode_is_nearest_gaussian():
+    got = rna_location_map_array(np.array([2.0, 4.0]), np.array([2.0, 2.0]), (5, 7), sigma=2.0, mode="max")
+    assert got[2, 3] == pytest.approx(np.exp(-1 / 8), rel=1e-5)  # nearest transcript 1 px away
+    summed = rna_location_map_array(np.array([2.0, 4.0]), np.array([2.0, 2.0]), (5, 7), sigma=2.0)
+    assert summed[2, 3] == pytest.approx(min(1.0, 2 * np.exp(-1 / 8)))
+
+
+def test_rna_location_map_element(sdata):
+    gsn.pp.rna_location_map(sdata, sigma=3.0)
+    element = sdata["gsn_rna_map"]
+    assert element.dims == ("c", "y", "x") and list(element.coords["c"].values) == ["rna"]
+    _, _, _, df = tiny_arrays()
+    np.testing.assert_allclose(element.values[0], rna_location_map_array(df.x, df.y, (64, 80), sigma=3.0), atol=1e-6)
+    # The image keeps being found without naming it once the RNA map is there.
+    gsn.pp.watershed(sdata)
+    with pytest.raises(ValueError, match="already exist"):
+        gsn.pp.rna_location_map(sdata)
+
+
+def test_rna_location_map_gene_subset_and_unknown_gene(sdata):
+    only_a = gsn.pp.rna_location_map(sdata, genes=["A"], inplace=False)
+    full = gsn.pp.rna_location_map(sdata, inplace=False)
+    assert float(only_a.sum()) < float(full.sum())
+    with pytest.raises(KeyError, match="Gene.*not found.*'Nope'"):
+        gsn.pp.rna_location_map(sdata, genes=["A", "Nope"], inplace=False)
+
+
+def test_normalize_whole_image_percentiles(sdata):
+    gsn.pp.normalize(sdata)
+    out = sdata["dapi_normalized"].values
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+    flat = gsn.pp.normalize_array(np.full((4, 4), 7.0))
+    assert not flat.any()
+
+
+def test_watershed_separates_touching_nuclei():
+    image = np.zeros((40, 60))
+    rr, cc = np.mgrid[:40, :60]
+    image[(rr - 20) ** 2 + (cc - 20) ** 2 < 100] = 1
+    image[(rr - 20) ** 2 + (cc - 36) ** 2 < 100] = 1  # overlaps the first disk
+    labels = gsn.pp.watershed_array(image, smooth=0, erosion_radius=1, min_distance=5)
+    assert labels.max() == 2
+    assert labels[20, 20] != labels[20, 36] and labels[20, 20] > 0 and labels[20, 36] > 0
+    assert labels[0, 0] == 0
+
+
+def test_watershed_element_carries_image_transform(sdata):
+    gsn.pp.watershed(sdata, min_distance=3)
+    from spatialdata.transformations import get_transformation
+
+    labels = sdata["watershed_labels"]
+    assert int(labels.max()) == 3
+    assert get_transformation(labels) == get_transformation(sdata["dapi"])
