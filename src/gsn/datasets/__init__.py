@@ -1,0 +1,5 @@
+"""Datasets: synthetic tissue with ground truth."""
+
+from ._synthetic import synthetic
+
+__all__ = ["synthetic"]
