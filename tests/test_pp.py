@@ -92,3 +92,21 @@ def test_watershed_element_carries_image_transform(sdata):
     labels = sdata["watershed_labels"]
     assert int(labels.max()) == 3
     assert get_transformation(labels) == get_transformation(sdata["dapi"])
+
+
+def test_rna_map_auto_scale_keeps_contrast_on_dense_data():
+    rng = np.random.default_rng(3)
+    # dense cluster in the left half, sparse background on the right
+    x = np.r_[rng.uniform(0, 50, 20000), rng.uniform(50, 100, 200)]
+    y = rng.uniform(0, 80, len(x))
+    eq5 = rna_location_map_array(x, y, (80, 100), sigma=5.0)
+    auto = rna_location_map_array(x, y, (80, 100), sigma=5.0, scale="auto")
+    assert eq5[:, 10:40].min() == 1.0 and np.mean(eq5[:, 60:] >= 0.99) > 0.5  # Eq. 5 saturates both halves
+    assert auto[:, 60:].mean() < 0.3 * auto[:, 10:40].mean()  # auto scaling tells them apart
+    lazy = rna_location_map_array(x, y, (80, 100), sigma=5.0, scale="auto", chunks=32).compute()
+    np.testing.assert_allclose(lazy, auto, atol=1e-5)
+    sparse_x, sparse_y = rng.uniform(0, 100, 5), rng.uniform(0, 80, 5)
+    np.testing.assert_array_equal(
+        rna_location_map_array(sparse_x, sparse_y, (80, 100), sigma=2.0, scale="auto"),
+        rna_location_map_array(sparse_x, sparse_y, (80, 100), sigma=2.0),
+    )
