@@ -3,12 +3,25 @@
 from ._assign import assign_transcripts, lookup_labels
 from ._boundaries import labels_to_polygons
 from ._cells import aggregate, cells_from_labels, write_segmentation
+from ._compare import compare
+from ._correlation import correlation_reproducibility, gene_correlation
+from ._metrics import cell_calling, genes_per_cell, morphology, pixel_coverage, rna_coverage
+from ._metrics_truth import match_truth
 from ._refine import refine_labels
 
 __all__ = [
     "aggregate",
     "assign_transcripts",
+    "cell_calling",
     "cells_from_labels",
+    "compare",
+    "correlation_reproducibility",
+    "gene_correlation",
+    "genes_per_cell",
+    "match_truth",
+    "morphology",
+    "pixel_coverage",
+    "rna_coverage",
     "labels_to_polygons",
     "lookup_labels",
     "refine_labels",

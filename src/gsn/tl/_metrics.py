@@ -1,0 +1,316 @@
+"""Label-free segmentation metrics of the GeneSegNet paper on SpatialData segmentations.
+
+Each function works on one segmentation written by :func:`gsn.tl.cells_from_labels` or
+:func:`gsn.tl.segment`, named by its prefix ``key`` (elements ``<key>_labels``, ``<key>_table`` and
+the transcripts' ``<key>_cell_id`` column). They find the arrays and call the pure functions of
+:mod:`gsn.tl._metrics_core`, which hold the definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import spatialdata as sd
+
+from .._constants import INSTANCE_KEY, Key
+from .._elements import get_labels, get_points, get_single_channel
+from .._logging import logger
+from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
+from ._metrics_core import (
+    DEFAULT_DELTAS,
+    cell_calling_from_labels,
+    histogram_table,
+    morphology_from_labels,
+    n_genes_from_counts,
+    pixel_coverage_from_labels,
+    rna_coverage_from_labels,
+)
+
+MORPHOLOGY_COLUMNS = ("area", "perimeter", "convex_perimeter", "elongation", "convexity")
+
+
+# --------------------------------------------------------------------------------------------------
+# finding the arrays of a segmentation
+# --------------------------------------------------------------------------------------------------
+def labels_name(sdata: sd.SpatialData, key: str) -> str:
+    """Labels element of a segmentation: ``<key>_labels``, or ``key`` itself when it names a labels element."""
+    if Key.labels(key) in sdata.labels:
+        return Key.labels(key)
+    if key in sdata.labels:
+        return key
+    present = ", ".join(repr(k) for k in sdata.labels) or "none"
+    raise KeyError(
+        f"No segmentation {key!r}: the SpatialData object has no labels element {Key.labels(key)!r} "
+        f"(labels present: {present}). Run `gsn.tl.cells_from_labels` or `gsn.tl.segment` first."
+    )
+
+
+def load_labels(sdata: sd.SpatialData, key: str):
+    """Name, element (full-resolution ``DataArray``) and in-memory array of a segmentation's labels."""
+    name, element = get_labels(sdata, labels_name(sdata, key))
+    return name, element, np.asarray(element.values)
+
+
+def get_table(sdata: sd.SpatialData, key: str) -> ad.AnnData:
+    """Table of a segmentation: ``<key>_table``, or ``key`` itself when it names a table."""
+    for name in (Key.table(key), key):
+        if name in sdata.tables:
+            return sdata.tables[name]
+    present = ", ".join(repr(k) for k in sdata.tables) or "none"
+    raise KeyError(f"No table {Key.table(key)!r} for segmentation {key!r} (tables present: {present}).")
+
+
+def transcripts_in_frame(
+    sdata: sd.SpatialData,
+    element,
+    element_name: str,
+    points_key: str | None = None,
+    columns: Sequence[str] = (),
+) -> tuple[str, pd.DataFrame]:
+    """Transcripts with ``x``, ``y`` in the pixel frame of a raster element, plus the requested columns.
+
+    Rows keep the points element's order; transcripts outside the element keep their (out-of-range)
+    coordinates, and the pure functions ignore them.
+    """
+    points_key, points = get_points(sdata, points_key)
+    missing = [c for c in columns if c not in points.columns]
+    if missing:
+        raise KeyError(f"Points {points_key!r} have no column(s) {missing}; columns are {list(points.columns)}.")
+    df = points[["x", "y", *columns]].compute()
+    x = df["x"].to_numpy(dtype=np.float64)
+    y = df["y"].to_numpy(dtype=np.float64)
+    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=element_name)
+    x, y = apply_affine(matrix, x, y)
+    check_coordinates(x, y, (element.sizes["y"], element.sizes["x"]), points_key=points_key, image_key=element_name)
+    out = pd.DataFrame({"x": x, "y": y})
+    for c in columns:
+        out[c] = df[c].to_numpy()
+    return points_key, out
+
+
+def load_image(sdata: sd.SpatialData, image_key: str | None, channel, shape: tuple[int, int]) -> np.ndarray:
+    """One channel of an image as an array, checked to share the labels' pixel frame."""
+    image_key, image = get_single_channel(sdata, image_key, channel=channel)
+    arr = np.asarray(image.values)
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"Image {image_key!r} ({arr.shape[0]} x {arr.shape[1]} px) and the labels ({shape[0]} x {shape[1]} px) "
+            "are not in the same pixel frame; pixel-level metrics need labels drawn on the image's pixels."
+        )
+    return arr
+
+
+def _resolve_adata(data: ad.AnnData | sd.SpatialData, key: str | None) -> ad.AnnData:
+    if isinstance(data, ad.AnnData):
+        return data
+    if isinstance(data, sd.SpatialData):
+        if key is None:
+            raise ValueError("Pass `key`, the prefix of the segmentation whose table to use.")
+        return get_table(data, key)
+    raise TypeError(f"Expected an AnnData or a SpatialData object, got {type(data).__name__}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# public metrics
+# --------------------------------------------------------------------------------------------------
+def cell_calling(
+    sdata: sd.SpatialData,
+    key: str,
+    *,
+    deltas: Sequence[float] = DEFAULT_DELTAS,
+    points_key: str | None = None,
+) -> pd.DataFrame:
+    """Cell calling score of a segmentation: transcripts inside cells over transcripts just outside.
+
+    For each ``delta``, ``|g_in| / |g_out(delta)|`` where ``g_in`` are the transcripts on a cell pixel
+    and ``g_out(delta)`` those on background within ``delta`` pixels (Euclidean, between pixel
+    centres) of the nearest cell-boundary pixel (GeneSegNet paper, "Cell calling"; Fig. 2c). Higher
+    means the segmentation recruits more of the RNA around its cells.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object holding the segmentation and the transcripts.
+    key
+        Prefix of the segmentation (its labels are ``<key>_labels``), or a labels element name.
+    deltas
+        Distances in pixels of the labels' frame (paper: 3, 5 and 7).
+    points_key
+        Transcripts element; may be omitted when there is exactly one.
+
+    Returns
+    -------
+    DataFrame with one row per delta: ``delta``, ``n_in``, ``n_out`` and ``cell_calling``.
+
+    Examples
+    --------
+    >>> gsn.tl.cell_calling(sdata, "genesegnet")  # doctest: +SKIP
+    """
+    name, element, labels = load_labels(sdata, key)
+    _, tx = transcripts_in_frame(sdata, element, name, points_key)
+    return cell_calling_from_labels(labels, tx["x"].to_numpy(), tx["y"].to_numpy(), deltas=deltas)
+
+
+def morphology(sdata: sd.SpatialData, key: str, *, inplace: bool = True) -> pd.DataFrame | None:
+    """Per-cell shape: area, perimeter, convex perimeter, elongation and convexity.
+
+    Definitions (GeneSegNet paper, "Evaluation Metrics"; Fig. 2g-i):
+
+    - ``area``: number of pixels of the cell.
+    - ``perimeter``: length ``r_cell`` of the cell's outline, traced through the midpoints between its
+      boundary pixels and their outside neighbours (marching squares on the cell's mask).
+    - ``convex_perimeter``: perimeter ``r_convex`` of the convex hull of that outline.
+    - ``convexity``: ``r_convex / r_cell``, 1 for a convex cell, lower for ragged or concave ones.
+    - ``elongation``: ``e_b / e_a``, the smaller over the larger eigenvalue of the covariance of the
+      coordinates of the cell's boundary pixels; 1 for a disk, towards 0 for a line (NaN for a
+      single pixel).
+
+    All cells are measured at once from the label image (run-length encoding, bincounts and a
+    vectorised convex hull), with no loop over cells.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object holding the segmentation.
+    key
+        Prefix of the segmentation, or a labels element name (then ``inplace=False`` is needed unless a
+        table ``<key>_table`` exists).
+    inplace
+        Write the columns into ``obs`` of ``<key>_table``, matched on ``obs["cell_id"]`` (cells of the
+        table absent from the labels get NaN); otherwise return them.
+
+    Returns
+    -------
+    With ``inplace=False``, a DataFrame indexed by cell id (label value) with the five columns.
+    """
+    name, _, labels = load_labels(sdata, key)
+    result = morphology_from_labels(labels)
+    if not inplace:
+        return result
+    table = get_table(sdata, Key.prefix(name))
+    ids = table.obs[INSTANCE_KEY].to_numpy() if INSTANCE_KEY in table.obs else table.obs_names.astype(np.int64)
+    aligned = result.reindex(pd.Index(np.asarray(ids, dtype=np.int64)))
+    for col in MORPHOLOGY_COLUMNS:
+        table.obs[col] = aligned[col].to_numpy()
+    n_missing = int(aligned["area"].isna().sum())
+    if n_missing:
+        logger.warning("%d cells of the table of %r are not in its labels; their morphology is NaN.", n_missing, key)
+    return None
+
+
+def pixel_coverage(
+    sdata: sd.SpatialData,
+    key: str,
+    *,
+    image_key: str | None = None,
+    channel: str | int | None = None,
+    bins: int | Sequence[float] = 10,
+) -> pd.DataFrame:
+    """Proportion of pixels inside cells for each level of pixel value (GeneSegNet paper, Fig. 2d).
+
+    Pixels are grouped by the value of the (nucleus) image; by default into ``bins`` quantile bins
+    of equal pixel counts, which depend on the image only, so several segmentations of the same image
+    share the bins. A good segmentation covers most bright pixels and few dark ones.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object holding the segmentation and the image.
+    key
+        Prefix of the segmentation, or a labels element name.
+    image_key
+        Image element; may be omitted when there is exactly one.
+    channel
+        Channel of a multi-channel image.
+    bins
+        Number of quantile bins, or explicit bin edges (left-closed, the last one closed).
+
+    Returns
+    -------
+    Tidy DataFrame, one row per bin: ``bin``, ``lower``, ``upper``, ``n_pixels``, ``n_in_cells`` and
+    ``fraction`` (= ``n_in_cells / n_pixels``).
+    """
+    _, _, labels = load_labels(sdata, key)
+    image = load_image(sdata, image_key, channel, labels.shape)
+    return pixel_coverage_from_labels(labels, image, bins=bins)
+
+
+def rna_coverage(
+    sdata: sd.SpatialData,
+    key: str,
+    *,
+    image_key: str | None = None,
+    channel: str | int | None = None,
+    points_key: str | None = None,
+    bins: int | Sequence[float] = 10,
+) -> pd.DataFrame:
+    """Proportion of transcripts inside cells by the pixel value under them (GeneSegNet paper, Fig. 2e).
+
+    Transcripts are grouped by the image value of their pixel, by default into ``bins`` quantile
+    bins of equal transcript counts. RNA in dark pixels (cytoplasm) is what image-only methods miss.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData object holding the segmentation, the image and the transcripts.
+    key
+        Prefix of the segmentation, or a labels element name.
+    image_key
+        Image element; may be omitted when there is exactly one.
+    channel
+        Channel of a multi-channel image.
+    points_key
+        Transcripts element; may be omitted when there is exactly one.
+    bins
+        Number of quantile bins, or explicit bin edges.
+
+    Returns
+    -------
+    Tidy DataFrame, one row per bin: ``bin``, ``lower``, ``upper``, ``n_transcripts``, ``n_in_cells`` and
+    ``fraction``.
+    """
+    name, element, labels = load_labels(sdata, key)
+    image = load_image(sdata, image_key, channel, labels.shape)
+    _, tx = transcripts_in_frame(sdata, element, name, points_key)
+    return rna_coverage_from_labels(labels, image, tx["x"].to_numpy(), tx["y"].to_numpy(), bins=bins)
+
+
+def genes_per_cell(
+    data: ad.AnnData | sd.SpatialData,
+    key: str | None = None,
+    *,
+    bins: int | Sequence[float] | None = None,
+    layer: str | None = None,
+    key_added: str | None = "n_genes",
+) -> pd.DataFrame:
+    """Number of detected genes per cell and its histogram (GeneSegNet paper, Fig. 2f).
+
+    A gene is detected in a cell when it has at least one read there.
+
+    Parameters
+    ----------
+    data
+        A cells x genes AnnData of counts, or a SpatialData object with ``key``.
+    key
+        Prefix of the segmentation whose table ``<key>_table`` to use (SpatialData input).
+    bins
+        ``None``: one row per number of genes (0, 1, 2, ...); an int: that many equal-width bins; a
+        sequence: explicit bin edges.
+    layer
+        Layer holding the counts instead of ``X``.
+    key_added
+        ``obs`` column receiving the per-cell numbers; ``None`` writes nothing.
+
+    Returns
+    -------
+    Tidy histogram: ``n_genes`` (or ``lower``/``upper`` with ``bins``), ``n_cells`` and ``fraction``.
+    """
+    adata = _resolve_adata(data, key)
+    counts = adata.layers[layer] if layer is not None else adata.X
+    n_genes = n_genes_from_counts(counts) if counts is not None else np.zeros(adata.n_obs, np.int64)
+    if key_added is not None:
+        adata.obs[key_added] = n_genes
+    return histogram_table(n_genes, bins=bins, name="n_genes")
