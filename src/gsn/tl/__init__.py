@@ -8,6 +8,8 @@ from ._correlation import correlation_reproducibility, gene_correlation
 from ._metrics import cell_calling, genes_per_cell, morphology, pixel_coverage, rna_coverage
 from ._metrics_truth import match_truth
 from ._refine import refine_labels
+from ._segment import segment
+from ._train import train
 
 __all__ = [
     "aggregate",
@@ -22,6 +24,8 @@ __all__ = [
     "morphology",
     "pixel_coverage",
     "rna_coverage",
+    "segment",
+    "train",
     "labels_to_polygons",
     "lookup_labels",
     "refine_labels",

@@ -1,0 +1,43 @@
+"""The GeneSegNet network and everything around it: targets, loss, training, tiled inference, decoding.
+
+These functions work on plain arrays; :func:`gsn.tl.train` and :func:`gsn.tl.segment` are the
+SpatialData-facing entry points.
+"""
+
+from ._decode import clean_labels, decode_instances, find_centers
+from ._inference import PredictedMaps, predict_maps, tile_starts
+from ._loss import LossTerms, genesegnet_loss
+from ._model import GeneSegNetModel, ModelConfig, as_model, load, resolve_device
+from ._targets import Targets, cell_centers, make_targets, make_targets_batch
+from ._training import Augmentation, TrainingSample, random_crop, train_network
+from ._unet import DEFAULT_WIDTHS, SLIM_WIDTHS, GeneSegUNet, UNetOutput, count_parameters, flops_per_pixel
+
+__all__ = [
+    "DEFAULT_WIDTHS",
+    "SLIM_WIDTHS",
+    "Augmentation",
+    "GeneSegNetModel",
+    "GeneSegUNet",
+    "LossTerms",
+    "ModelConfig",
+    "PredictedMaps",
+    "Targets",
+    "TrainingSample",
+    "UNetOutput",
+    "as_model",
+    "cell_centers",
+    "clean_labels",
+    "count_parameters",
+    "decode_instances",
+    "find_centers",
+    "flops_per_pixel",
+    "genesegnet_loss",
+    "load",
+    "make_targets",
+    "make_targets_batch",
+    "predict_maps",
+    "random_crop",
+    "resolve_device",
+    "tile_starts",
+    "train_network",
+]

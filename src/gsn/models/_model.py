@@ -1,0 +1,312 @@
+"""The trained model object: network weights plus everything needed to use them again."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._logging import logger
+from ._unet import DEFAULT_OFFSET_SCALE, DEFAULT_WIDTHS, GeneSegUNet
+
+FORMAT_NAME = "gsn.GeneSegNetModel"
+FORMAT_VERSION = 1
+RNA_CHANNEL = "rna"
+"""Name of the RNA location map channel, always the last network input."""
+
+
+def _gsn_version() -> str:
+    try:
+        from .. import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - partial installs
+        return "unknown"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"`` (or ``None``) into CUDA, then Apple MPS, then CPU; pass anything else to torch."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        from .._settings import settings
+
+        device = settings.device
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass
+class ModelConfig:
+    """Everything besides the weights that is needed to rebuild and apply a model.
+
+    Attributes
+    ----------
+    channels
+        Names of the image channels the network reads, in order (e.g. ``["DAPI"]``); the RNA
+        location map is appended as the last input channel.
+    widths
+        Channel widths of the U-Net scales.
+    offset_scale
+        Pixels per unit of the raw offset head.
+    sigma
+        Width (pixels, at ``pixel_size``) of the RNA location map Gaussians (Eq. 5).
+    rna_mode
+        ``"sum"`` (Eq. 5) or ``"max"`` RNA map.
+    rna_scale
+        Divisor of the summed Gaussians before clipping (``1``: Eq. 5 exactly; ``"auto"``: the
+        image's 99th percentile, for dense data); see :func:`gsn.pp.rna_location_map_array`.
+    center_sigma
+        Width (pixels) of the centre target peaks the model was trained on.
+    norm_low, norm_high
+        Percentiles of the whole-image intensity normalisation of the image channels.
+    pixel_size
+        Microns per pixel of the training images, or ``None`` if unknown. Images of another known
+        pixel size are rescaled to it before inference.
+    gsn_version
+        Version of gsn that created the model.
+    history
+        One dict per training epoch (losses, learning rate, seconds).
+    train_params
+        The training arguments, for provenance.
+    """
+
+    channels: list[str] = field(default_factory=lambda: ["DAPI"])
+    widths: list[int] = field(default_factory=lambda: list(DEFAULT_WIDTHS))
+    offset_scale: float = DEFAULT_OFFSET_SCALE
+    sigma: float = 7.0
+    rna_mode: str = "sum"
+    rna_scale: float | str = 1.0
+    center_sigma: float = 2.0
+    norm_low: float = 1.0
+    norm_high: float = 99.8
+    pixel_size: float | None = None
+    gsn_version: str = field(default_factory=_gsn_version)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of network input channels (image channels plus the RNA map)."""
+        return len(self.channels) + 1
+
+
+# field name -> (accepted types, required)
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "channels": ((list, tuple), True),
+    "widths": ((list, tuple), True),
+    "offset_scale": ((int, float), True),
+    "sigma": ((int, float), True),
+    "rna_mode": ((str,), False),
+    "rna_scale": ((int, float, str), False),
+    "center_sigma": ((int, float), False),
+    "norm_low": ((int, float), True),
+    "norm_high": ((int, float), True),
+    "pixel_size": ((int, float, type(None)), True),
+    "gsn_version": ((str,), False),
+    "history": ((list,), False),
+    "train_params": ((dict,), False),
+}
+
+
+class GeneSegNetModel:
+    """A GeneSegNet network together with its configuration and training history.
+
+    Create one with :func:`gsn.tl.train`, save it with :meth:`save` and read it back with
+    :func:`gsn.models.load`.
+
+    Parameters
+    ----------
+    config
+        The model configuration; defaults to :class:`ModelConfig` ``()`` (one ``"DAPI"`` channel,
+        the paper's widths).
+    net
+        An existing network; a freshly initialised :class:`GeneSegUNet` matching ``config`` if omitted.
+    source
+        Where the model was loaded from (recorded with results).
+    """
+
+    def __init__(self, config: ModelConfig | None = None, net: GeneSegUNet | None = None, *, source: str | None = None):
+        self.config = config if config is not None else ModelConfig()
+        if net is None:
+            net = GeneSegUNet(self.config.in_channels, self.config.widths, offset_scale=self.config.offset_scale)
+        elif net.in_channels != self.config.in_channels or list(net.widths) != list(self.config.widths):
+            raise ValueError(
+                f"Network (in_channels={net.in_channels}, widths={list(net.widths)}) does not match the config "
+                f"(in_channels={self.config.in_channels}, widths={list(self.config.widths)})."
+            )
+        self.net = net
+        self.source = source
+
+    # ------------------------------------------------------------------ convenience accessors
+    @property
+    def channels(self) -> list[str]:
+        """Image channel names the network reads (the RNA map comes after them)."""
+        return list(self.config.channels)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Per-epoch training history."""
+        return self.config.history
+
+    @property
+    def identity(self) -> str:
+        """Short content hash of the weights (first 16 hex digits of a SHA-256), to tell models apart."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Identity and configuration as plain values (what segmentation records in ``uns``)."""
+        cfg = asdict(self.config)
+        cfg.pop("history")
+        cfg.pop("train_params")
+        return {
+            "identity": self.identity,
+            "source": self.source,
+            "n_epochs_trained": len(self.config.history),
+            **cfg,
+        }
+
+    def to(self, device: str | torch.device) -> GeneSegNetModel:
+        """Move the network to ``device`` (in place) and return ``self``."""
+        self.net.to(resolve_device(device))
+        return self
+
+    def copy(self) -> GeneSegNetModel:
+        """Deep copy (weights, config and history)."""
+        return GeneSegNetModel(copy.deepcopy(self.config), copy.deepcopy(self.net), source=self.source)
+
+    def __repr__(self) -> str:
+        c = self.config
+        n_params = sum(p.numel() for p in self.net.parameters())
+        return (
+            f"GeneSegNetModel(channels={c.channels} + [{RNA_CHANNEL!r}], widths={list(c.widths)}, "
+            f"params={n_params:,}, sigma={c.sigma}, pixel_size={c.pixel_size}, epochs={len(c.history)}, "
+            f"id={self.identity})"
+        )
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` (a :func:`torch.save` file of plain values and tensors).
+
+        The file holds a format name and version, the configuration and the weights (on CPU), and
+        is read back by :func:`gsn.models.load` without unpickling arbitrary objects.
+        """
+        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        payload = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config": asdict(self.config),
+            "state_dict": state,
+        }
+        path = Path(path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, path)
+        logger.info("Saved GeneSegNet model %s to %s", self.identity, path)
+
+
+def _config_from_dict(cfg: Any, where: str) -> ModelConfig:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: field 'config' must be a dict, got {type(cfg).__name__}.")
+    for name, (types, required) in _FIELDS.items():
+        if name not in cfg:
+            if required:
+                raise ValueError(f"{where}: the model file has no field 'config.{name}'.")
+            continue
+        if not isinstance(cfg[name], types) or isinstance(cfg[name], bool):
+            raise ValueError(
+                f"{where}: field 'config.{name}' has type {type(cfg[name]).__name__}, "
+                f"expected {' or '.join(t.__name__ for t in types)}."
+            )
+    known = {k: cfg[k] for k in _FIELDS if k in cfg}
+    known["channels"] = [str(c) for c in known["channels"]]
+    known["widths"] = [int(w) for w in known["widths"]]
+    if not known["channels"]:
+        raise ValueError(f"{where}: field 'config.channels' is empty.")
+    if len(known["widths"]) < 2 or any(w < 1 for w in known["widths"]):
+        raise ValueError(f"{where}: field 'config.widths' must hold at least two positive integers.")
+    return ModelConfig(**known)
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> GeneSegNetModel:
+    """Read a model written by :meth:`GeneSegNetModel.save`.
+
+    Parameters
+    ----------
+    path
+        The model file.
+    device
+        Device to put the weights on (``"auto"`` picks CUDA, then MPS, then CPU).
+
+    Returns
+    -------
+    The :class:`GeneSegNetModel`.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a gsn model file, or a field is missing or incompatible; the message
+        names the field.
+    """
+    path = Path(path)
+    where = f"Cannot load GeneSegNet model {str(path)!r}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such file.")
+    try:
+        # weights_only: the file holds only plain values and tensors, so nothing is unpickled blindly.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt/foreign files
+        raise ValueError(f"{where}: not a readable torch file ({type(e).__name__}: {e}).") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where}: field 'format' is missing or not {FORMAT_NAME!r}; is this a gsn model file?")
+    version = payload.get("format_version")
+    if not isinstance(version, int):
+        raise ValueError(f"{where}: field 'format_version' is missing.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: field 'format_version' is {version}, newer than this gsn supports ({FORMAT_VERSION}); "
+            "upgrade gsn."
+        )
+    if "config" not in payload:
+        raise ValueError(f"{where}: the model file has no field 'config'.")
+    config = _config_from_dict(payload["config"], where)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise ValueError(f"{where}: the model file has no field 'state_dict'.")
+    model = GeneSegNetModel(config, source=str(path))
+    try:
+        model.net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(
+            f"{where}: field 'state_dict' does not fit a network with {config.in_channels} input channels and "
+            f"widths {config.widths} ({str(e).splitlines()[0]})."
+        ) from e
+    model.net.eval()
+    return model.to(device)
+
+
+def as_model(model: GeneSegNetModel | str | os.PathLike | None) -> GeneSegNetModel:
+    """Accept a model object or a path to a model file."""
+    if model is None:
+        raise ValueError(
+            "A trained model is required: pass `model=` (a GeneSegNetModel from gsn.tl.train or the path of a "
+            "saved model file). gsn does not ship a default pretrained model yet."
+        )
+    if isinstance(model, GeneSegNetModel):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load(model)
+    raise TypeError(f"`model` must be a GeneSegNetModel or a path, got {type(model).__name__}.")

@@ -1,0 +1,208 @@
+"""Training a GeneSegNet model on one or several SpatialData objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import spatialdata as sd
+
+from .._elements import get_labels
+from .._logging import logger
+from ._segment import prepare_inputs
+
+if TYPE_CHECKING:
+    from ..models import GeneSegNetModel
+
+
+def train(
+    sdata: sd.SpatialData | Sequence[sd.SpatialData],
+    *,
+    labels_key: str,
+    image_key: str | None = None,
+    points_key: str | None = None,
+    channels: Sequence[str | int] | None = None,
+    sigma: float = 7.0,
+    rna_mode: str = "sum",
+    rna_scale: float | str = 1.0,
+    crop_size: int = 256,
+    epochs: int = 10,
+    steps_per_epoch: int = 25,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    widths: Sequence[int] | Literal["auto"] = "auto",
+    scale_range: tuple[float, float] = (0.75, 1.25),
+    rotate: bool = True,
+    flip: bool = True,
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    center_sigma: float = 2.0,
+    norm_percentiles: tuple[float, float] = (1.0, 99.8),
+    pixel_size: float | None = None,
+    model: GeneSegNetModel | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> GeneSegNetModel:
+    """Train a GeneSegNet model on cell labels (paper Eq. 2 and "Training Details").
+
+    For every sample the inputs ``[I, G]`` are built once (whole-image normalised stain channels
+    and the RNA location map with Gaussian width ``sigma``); then each step draws ``batch_size``
+    random ``crop_size`` crops with scale jitter, flips and rotations, derives the confidence,
+    centre and offset targets from the cropped labels (Eqs. 10-12) and takes an AdamW step on the
+    loss of Eq. 15. This is one round of the paper's recursive training; the labels are typically
+    a noisy prior segmentation (watershed of the nuclei, or an imported one).
+
+    The defaults (10 epochs of 25 steps, 250 AdamW steps) are a short run that takes minutes on a
+    laptop CPU for a small sample with the slim network that ``widths="auto"`` picks there; the
+    paper trains 500 epochs per round on a GPU. Raise ``epochs`` for better models.
+
+    Parameters
+    ----------
+    sdata
+        One SpatialData object, or a list of them (several samples, e.g. fields of view).
+    labels_key
+        Labels element with the training cells, on the image's pixel grid.
+    image_key, points_key
+        Image and transcripts; may be omitted when each object holds exactly one.
+    channels
+        Image channels to use (names or indices); all channels by default. The model remembers
+        their names and :func:`gsn.tl.segment` selects the same ones.
+    sigma
+        Width in pixels of the RNA location map Gaussians (7 or 9 in the paper).
+    rna_mode, rna_scale
+        How the RNA location map combines Gaussians (``"sum"``, Eq. 5, or ``"max"``) and the divisor
+        of the sum before clipping (``1``: Eq. 5; ``"auto"``: for dense data that saturate it); see
+        :func:`gsn.pp.rna_location_map_array`.
+    crop_size
+        Side of the training crops in pixels (256 in the paper).
+    epochs, steps_per_epoch
+        Length of training; the mean loss of every epoch is kept in ``model.history``.
+    batch_size
+        Crops per step (8 in the paper).
+    lr, weight_decay
+        AdamW learning rate and weight decay (1e-3 and 1e-5 in the paper); the learning rate warms
+        up linearly and then follows a cosine decay.
+    widths
+        Channel widths of the four U-Net scales. ``"auto"``: the paper's ``(32, 64, 128, 256)``
+        (``gsn.models.DEFAULT_WIDTHS``) when training on a CUDA GPU, else the 4x cheaper
+        ``gsn.models.SLIM_WIDTHS = (16, 32, 64, 128)``.
+    scale_range, rotate, flip
+        Augmentation: zoom range, free rotations, mirroring.
+    loss_weights
+        Weights of the confidence, centre and offset terms of Eq. 15.
+    center_sigma
+        Width in pixels of the centre target peaks.
+    norm_percentiles
+        Percentiles mapped to 0 and 1 when normalising the image channels.
+    pixel_size
+        Pixel size (e.g. microns) the model works at. By default that of the first sample, read from
+        the transformation of its image; other samples of a known, different pixel size are
+        resampled to it.
+    model
+        Continue training this model (warm start) instead of a new one; its channels, widths,
+        RNA map settings, normalisation and pixel size are used and the corresponding arguments are
+        ignored.
+    device
+        Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
+    seed
+        Seed for the weight initialisation, crops and augmentation. Training on the CPU is
+        reproducible for a given seed.
+
+    Returns
+    -------
+    The trained :class:`gsn.models.GeneSegNetModel`. Save it with ``model.save(path)``.
+
+    Examples
+    --------
+    >>> import gsn
+    >>> sdata = gsn.datasets.synthetic(shape=(256, 256))
+    >>> model = gsn.tl.train(sdata, labels_key="prior_labels", widths=gsn.models.SLIM_WIDTHS, epochs=1,
+    ...                      steps_per_epoch=2, batch_size=2, crop_size=128)  # doctest: +SKIP
+    """
+    import torch
+
+    from ..models import Augmentation, GeneSegNetModel, ModelConfig, TrainingSample, train_network
+    from ._segment import image_pixel_size
+
+    samples_in = [sdata] if isinstance(sdata, sd.SpatialData) else list(sdata)
+    if not samples_in:
+        raise ValueError("No SpatialData objects given.")
+    if not all(isinstance(s, sd.SpatialData) for s in samples_in):
+        raise TypeError("`sdata` must be a SpatialData object or a list of them.")
+
+    if isinstance(widths, str):
+        if widths != "auto":
+            raise ValueError(f"`widths` must be a sequence of integers or 'auto', got {widths!r}.")
+        from ..models import DEFAULT_WIDTHS, SLIM_WIDTHS, resolve_device
+
+        widths = DEFAULT_WIDTHS if resolve_device(device).type == "cuda" else SLIM_WIDTHS
+    if model is not None:
+        cfg = model.config
+        sigma, pixel_size = cfg.sigma, cfg.pixel_size
+        rna_mode, rna_scale = cfg.rna_mode, cfg.rna_scale
+        norm_percentiles = (cfg.norm_low, cfg.norm_high)
+        model_channels = cfg.channels
+    else:
+        model_channels = None
+        if pixel_size is None:
+            from .._elements import get_image
+
+            pixel_size = image_pixel_size(get_image(samples_in[0], image_key)[1])
+
+    samples, names = [], None
+    for i, s in enumerate(samples_in):
+        prep = prepare_inputs(
+            s, image_key=image_key, points_key=points_key, channels=channels, model_channels=model_channels,
+            sigma=sigma, rna_mode=rna_mode, rna_scale=rna_scale, norm=tuple(norm_percentiles),
+            target_pixel_size=pixel_size,
+        )  # fmt: skip
+        if names is None:
+            names = prep.channels
+        elif prep.channels != names and len(prep.channels) != len(names):
+            raise ValueError(f"Sample {i} has image channels {prep.channels}, sample 0 has {names}.")
+        lkey, labels_el = get_labels(s, labels_key)
+        labels = np.asarray(labels_el.values)
+        if labels.shape != prep.shape:
+            raise ValueError(
+                f"Sample {i}: labels {lkey!r} of shape {labels.shape} are not on the pixel grid of image "
+                f"{prep.image_key!r} {prep.shape}."
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"Sample {i}: labels {lkey!r} must be integers, got {labels.dtype}.")
+        labels = prep.to_model_frame(labels, order=0)
+        samples.append(TrainingSample(prep.inputs, labels, name=f"sample {i} ({prep.image_key!r})"))
+        logger.info("Sample %d: %d x %d px, %d cells, %d transcripts", i, *labels.shape, len(np.unique(labels)) - 1,
+                    prep.n_transcripts)  # fmt: skip
+
+    if model is None:
+        config = ModelConfig(
+            channels=list(names), widths=[int(w) for w in widths], sigma=float(sigma), rna_mode=rna_mode,
+            rna_scale=rna_scale if isinstance(rna_scale, str) else float(rna_scale), center_sigma=float(center_sigma),
+            norm_low=float(norm_percentiles[0]), norm_high=float(norm_percentiles[1]),
+            pixel_size=None if pixel_size is None else float(pixel_size),
+        )  # fmt: skip
+        # Seed the initialisation without touching the caller's global torch random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = GeneSegNetModel(config)
+    model.config.train_params = {
+        "labels_key": labels_key,
+        "n_samples": len(samples),
+        "crop_size": crop_size,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "scale_range": list(scale_range),
+        "rotate": rotate,
+        "flip": flip,
+        "loss_weights": list(loss_weights),
+        "seed": seed,
+    }
+    return train_network(
+        model, samples, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size,
+        lr=lr, weight_decay=weight_decay, augmentation=Augmentation(tuple(scale_range), rotate, flip),
+        loss_weights=tuple(loss_weights), device=device, seed=seed,
+    )  # fmt: skip
