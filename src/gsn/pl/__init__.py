@@ -1,5 +1,27 @@
 """Plotting: segmentation overlays, Fig. 2-style metric panels and training history."""
 
+from ._history import training_history
+from ._metrics import (
+    cell_calling,
+    compare,
+    correlation_reproducibility,
+    genes_per_cell,
+    key_colors,
+    morphology,
+    pixel_coverage,
+    rna_coverage,
+)
 from ._segmentation import segmentation
 
-__all__ = ["segmentation"]
+__all__ = [
+    "cell_calling",
+    "compare",
+    "correlation_reproducibility",
+    "genes_per_cell",
+    "key_colors",
+    "morphology",
+    "pixel_coverage",
+    "rna_coverage",
+    "segmentation",
+    "training_history",
+]
