@@ -277,7 +277,7 @@ def train_network(
                 opt.zero_grad(set_to_none=True)
                 loss.total.backward()
                 opt.step()
-                sums += [t.item() for t in loss]
+                sums += [term.item() for term in loss]
                 step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.total.item():.4f}")
