@@ -73,6 +73,19 @@ def _auto_scale(total, q: float = AUTO_SCALE_PERCENTILE) -> float:
     return max(float(np.percentile(sample, q)), 1.0) if sample.size else 1.0
 
 
+def auto_scale(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, sigma: float, chunks: int | None = None) -> float:
+    """The divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
+    h, w = int(shape[0]), int(shape[1])
+    rows = np.floor(np.asarray(y, dtype=np.float64)).astype(np.int64)
+    cols = np.floor(np.asarray(x, dtype=np.float64)).astype(np.int64)
+    keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    kernel = gaussian_kernel(sigma)
+    if chunks is None:
+        return _auto_scale(_sum(_count_image(rows[keep], cols[keep], (h, w)), kernel))
+    total = rna_location_map_array(x, y, shape, sigma=sigma, scale=1.0, chunks=chunks, _unclipped=True)
+    return _auto_scale(total)
+
+
 def rna_location_map_array(
     x: np.ndarray,
     y: np.ndarray,
@@ -82,6 +95,7 @@ def rna_location_map_array(
     mode: Literal["sum", "max"] = "sum",
     scale: float | Literal["auto"] = 1.0,
     chunks: int | None = None,
+    _unclipped: bool = False,
 ) -> np.ndarray | da.Array:
     """Build the RNA location map from transcript pixel coordinates.
 
@@ -144,6 +158,8 @@ def rna_location_map_array(
     # map_overlap needs every chunk at least as wide as the halo; fold a thin last chunk into its neighbour.
     fix = [c if len(c) == 1 or c[-1] >= radius else c[:-2] + (c[-2] + c[-1],) for c in counts.chunks]
     counts = counts.rechunk(tuple(fix))
+    if _unclipped:
+        return counts.map_overlap(_sum, depth=radius, boundary=0, kernel=kernel, dtype=np.float32)
     if mode == "sum" and scale == "auto":
         scale = _auto_scale(counts.map_overlap(_sum, depth=radius, boundary=0, kernel=kernel, dtype=np.float32))
     return counts.map_overlap(

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # Pixel sizes that differ by less than this (relative) are treated as equal: no resampling.
 _PIXEL_SIZE_RTOL = 0.01
+# Images above this many pixels are segmented block by block (bounded memory).
+_BLOCKWISE_PIXELS = 64 * 1024 * 1024
 
 
 def image_pixel_size(image: DataArray) -> float | None:
@@ -174,9 +176,7 @@ def prepare_inputs(
     names = [str(c) for c in image.coords["c"].values]
     h, w = image.sizes["y"], image.sizes["x"]
     own = pixel_size if pixel_size is not None else image_pixel_size(image)
-    factor = 1.0
-    if own is not None and target_pixel_size is not None and abs(own / target_pixel_size - 1) > _PIXEL_SIZE_RTOL:
-        factor = own / target_pixel_size
+    factor = _zoom(own, target_pixel_size)
     new_shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
     if factor != 1.0:
         logger.info(
@@ -240,6 +240,9 @@ def segment(
     min_area: int = 15,
     pixel_size: float | None = None,
     device: str = "auto",
+    block_size: int | None = None,
+    halo: int = 256,
+    client: Any | None = None,
     overwrite: bool = False,
 ) -> None:
     """Segment cells with a trained GeneSegNet model from the nucleus image and the transcripts.
@@ -292,40 +295,47 @@ def segment(
         Pixel size of the image, overriding the one read from its transformation.
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
+    block_size
+        Segment the image in square blocks of this side (image pixels), each with a ``halo``, so
+        memory is bounded by the block rather than the image (see :mod:`gsn.models._blocks`). By
+        default images above 64 Mpx, or any image when ``client`` is given, go block by block in
+        4096 px blocks; smaller images are done in one piece.
+    halo
+        Context around each block in image pixels; must exceed the largest cell's diameter, since a
+        cell is decoded whole by the block that holds its centroid.
+    client
+        A ``dask.distributed.Client``: blocks run as tasks on its cluster (identical results to a
+        single process). The model and each block's image window are sent to the workers.
     overwrite
         Replace existing elements and the points column of the same names.
     """
-    from ..models import as_model, decode_instances, predict_maps, resolve_device
+    from ..models import as_model, resolve_device
     from ._cells import _check_outputs, _default_points, write_segmentation
 
     model = as_model(model)
-    cfg = model.config
     if _default_points(sdata, points_key) is None:
         raise ValueError("The SpatialData object has no points element: GeneSegNet needs the transcripts.")
     # Fail before the expensive part if the outputs exist.
     _check_outputs(sdata, key_added, _default_points(sdata, points_key), overwrite=overwrite, with_labels=True)
 
     t0 = time.perf_counter()
-    prep = prepare_inputs(
-        sdata, image_key=image_key, points_key=points_key, channels=channels, model_channels=cfg.channels,
-        sigma=cfg.sigma, rna_mode=cfg.rna_mode, rna_scale=cfg.rna_scale, norm=(cfg.norm_low, cfg.norm_high),
-        target_pixel_size=cfg.pixel_size, pixel_size=pixel_size,
-    )  # fmt: skip
-    dev = resolve_device(device)
-    maps = predict_maps(
-        model.net, prep.inputs, tile=tile, overlap=overlap, batch_size=batch_size, device=dev, blending=blending
-    )
-    del prep.inputs  # free the inputs before decoding
-    labels = decode_instances(
-        maps.mask, maps.center, maps.offsets, mask_threshold=mask_threshold, center_threshold=center_threshold,
-        nms_size=nms_size, min_area=min_area,
-    )  # fmt: skip
-    del maps
-    if prep.factor != 1.0:
-        from skimage.segmentation import relabel_sequential
-
-        # Shrinking can drop a tiny cell altogether; relabel so ids stay 1..n.
-        labels = relabel_sequential(prep.to_image_frame(labels, order=0))[0].astype(np.int32)
+    predict = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "blending": blending}
+    decode = {"mask_threshold": mask_threshold, "center_threshold": center_threshold, "nms_size": nms_size,
+              "min_area": min_area}  # fmt: skip
+    _, probe = get_image(sdata, image_key)
+    big = probe.sizes["y"] * probe.sizes["x"] > _BLOCKWISE_PIXELS
+    if block_size is not None or client is not None or big:
+        labels, prep = _segment_in_blocks(
+            sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
+            device=resolve_device(device), predict=predict, decode=decode, block_size=block_size or 4096,
+            halo=halo, client=client,
+        )  # fmt: skip
+        dev = resolve_device(device)
+    else:
+        labels, prep, dev = _segment_whole(
+            sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
+            device=device, predict=predict, decode=decode,
+        )  # fmt: skip
     n_cells = int(labels.max())
     seconds = time.perf_counter() - t0
     logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, prep.image_key, seconds)
@@ -349,6 +359,8 @@ def segment(
             "rescale_factor": prep.factor,
             "n_transcripts": prep.n_transcripts,
             "device": str(dev),
+            "block_size": block_size if (block_size or client is not None or big) else None,
+            "halo": halo if (block_size or client is not None or big) else None,
             "seconds": seconds,
         }
     )
@@ -356,3 +368,73 @@ def segment(
         sdata, labels, image_key=prep.image_key, points_key=prep.points_key, key_added=key_added,
         overwrite=overwrite, uns=uns,
     )  # fmt: skip
+
+
+def _segment_whole(sdata, model, *, image_key, points_key, channels, pixel_size, device, predict, decode):
+    """Segment the whole image in one piece: inputs, averaged maps and decoding all in memory."""
+    from ..models import decode_instances, predict_maps, resolve_device
+
+    cfg = model.config
+    prep = prepare_inputs(
+        sdata, image_key=image_key, points_key=points_key, channels=channels, model_channels=cfg.channels,
+        sigma=cfg.sigma, rna_mode=cfg.rna_mode, rna_scale=cfg.rna_scale, norm=(cfg.norm_low, cfg.norm_high),
+        target_pixel_size=cfg.pixel_size, pixel_size=pixel_size,
+    )  # fmt: skip
+    dev = resolve_device(device)
+    maps = predict_maps(model.net, prep.inputs, device=dev, **predict)
+    del prep.inputs  # free the inputs before decoding
+    labels = decode_instances(maps.mask, maps.center, maps.offsets, **decode)
+    del maps
+    if prep.factor != 1.0:
+        from skimage.segmentation import relabel_sequential
+
+        # Shrinking can drop a tiny cell altogether; relabel so ids stay 1..n.
+        labels = relabel_sequential(prep.to_image_frame(labels, order=0))[0].astype(np.int32)
+    return labels, prep, dev
+
+
+def _zoom(own: float | None, target: float | None) -> float:
+    """Model pixels per image pixel: 1 unless both pixel sizes are known and differ."""
+    if own is not None and target is not None and abs(own / target - 1) > _PIXEL_SIZE_RTOL:
+        return own / target
+    return 1.0
+
+
+def _segment_in_blocks(
+    sdata, model, *, image_key, points_key, channels, pixel_size, device, predict, decode, block_size, halo, client
+):
+    """Blocks with halos, here or on a dask cluster; whole-image levels and RNA scale computed once."""
+    from .._settings import settings
+    from ..pp import percentiles
+    from ..pp._rna_map import auto_scale
+    from ._segment_blocks import BlockSegmenter, segment_blockwise
+
+    cfg = model.config
+    image_key, image = get_image(sdata, image_key)
+    image = _select_channels(image_key, image, channels, model_channels=cfg.channels)
+    h, w = image.sizes["y"], image.sizes["x"]
+    own = pixel_size if pixel_size is not None else image_pixel_size(image)
+    factor = _zoom(own, cfg.pixel_size)
+    levels = [percentiles(image.data[i], cfg.norm_low, cfg.norm_high) for i in range(image.sizes["c"])]
+    points_key = get_points(sdata, points_key)[0]
+    tx = transcripts_to_pixels(sdata, points_key, image_key)
+    order = np.argsort(tx["y"].to_numpy(), kind="stable")
+    x, y = tx["x"].to_numpy()[order], tx["y"].to_numpy()[order]
+    rna_scale = cfg.rna_scale
+    if cfg.rna_mode == "sum" and rna_scale == "auto":
+        model_shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
+        rna_scale = auto_scale(x * factor, y * factor, model_shape, sigma=cfg.sigma, chunks=4096)
+    segmenter = BlockSegmenter(
+        model=model, image=image.data, levels=levels, x=x, y=y, factor=factor, rna_scale=float(rna_scale),
+        predict={**predict, "device": device}, decode=decode,
+    )  # fmt: skip
+    logger.info("Segmenting %r in %d px blocks with a %d px halo%s", image_key, block_size, halo,
+                " on a dask cluster" if client is not None else "")  # fmt: skip
+    labels = segment_blockwise(segmenter, (h, w), block_size=block_size, halo=halo, client=client,
+                               progress=settings.progress)  # fmt: skip
+    prep = PreparedInputs(
+        inputs=np.zeros((0, 0, 0), np.float32), image_key=image_key, points_key=points_key,
+        channels=[str(c) for c in image.coords["c"].values], shape=(h, w), factor=factor, pixel_size=own,
+        n_transcripts=len(tx),
+    )  # fmt: skip
+    return labels, prep

@@ -1,0 +1,65 @@
+"""Block-wise segmentation: same cells as one piece, bounded by blocks, identical on a dask cluster."""
+
+import numpy as np
+import pytest
+import torch
+
+import gsn
+from tests.oracle import disks_sdata, oracle_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def same_cells(a, b):
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_oracle_whole_image_finds_every_disk():
+    sdata, truth = disks_sdata()
+    gsn.tl.segment(sdata, oracle_model(), key_added="whole", min_area=5, center_threshold=0.2)
+    assert same_cells(sdata["whole_labels"].values, truth)
+
+
+def test_blocks_give_the_same_cells_as_one_piece():
+    sdata, truth = disks_sdata()
+    model = oracle_model()
+    gsn.tl.segment(sdata, model, key_added="whole", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, model, key_added="blocks", min_area=5, center_threshold=0.2, block_size=100, halo=40)
+    whole, blocks = sdata["whole_labels"].values, sdata["blocks_labels"].values
+    assert same_cells(whole, blocks) and blocks.max() == truth.max()
+    table = sdata["blocks_table"]
+    assert table.uns["genesegnet"]["block_size"] == 100 and table.n_obs == truth.max()
+
+
+def test_blocks_on_a_local_dask_cluster_match_one_process():
+    from distributed import Client, LocalCluster
+
+    sdata, truth = disks_sdata(shape=(200, 220), seed=1)
+    model = oracle_model()
+    gsn.tl.segment(sdata, model, key_added="local", min_area=5, center_threshold=0.2, block_size=80, halo=40)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        gsn.tl.segment(sdata, model, key_added="dask", min_area=5, center_threshold=0.2, block_size=80, halo=40, client=client)
+    np.testing.assert_array_equal(sdata["dask_labels"].values, sdata["local_labels"].values)
+    assert same_cells(sdata["dask_labels"].values, truth)
+
+
+def test_blocks_with_rescaling_and_auto_rna_scale():
+    from spatialdata.transformations import Scale, set_transformation
+
+    sdata, truth = disks_sdata(shape=(200, 200), seed=2)
+    for name in ("dapi", "transcripts"):
+        set_transformation(sdata[name], Scale([0.5, 0.5], axes=("y", "x")), to_coordinate_system="global")
+    model = oracle_model()
+    model.config.pixel_size = 0.5
+    model.config.rna_scale = "auto"
+    gsn.tl.segment(sdata, model, key_added="whole", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, model, key_added="blocks", min_area=5, center_threshold=0.2, block_size=64, halo=40)
+    assert same_cells(sdata["whole_labels"].values, sdata["blocks_labels"].values)
