@@ -79,9 +79,14 @@ def test_not_a_model_file(tmp_path):
         load(tmp_path / "missing.pt")
 
 
-def test_model_required():
-    with pytest.raises(ValueError, match="trained model is required"):
-        as_model(None)
+def test_default_model_ships_with_the_package():
+    from gsn.models._model import DEFAULT_MODEL_PATH
+
+    model = as_model(None)
+    assert model.source == str(DEFAULT_MODEL_PATH)
+    assert DEFAULT_MODEL_PATH.stat().st_size < 8e6  # a few MB at most
+    again = load("default")
+    assert again.config.widths == model.config.widths and again.config.pixel_size == model.config.pixel_size
     with pytest.raises(TypeError):
         as_model(3)
 

@@ -132,9 +132,15 @@ def test_other_pixel_size_is_resampled_and_mapped_back(tiny_model):
     np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
+def test_segment_without_model_uses_the_default(synth):
+    segment(synth)
+    table = synth.tables["genesegnet_table"]
+    assert table.uns["genesegnet"]["model"]["source"].endswith("default.pt")
+    labels = np.asarray(synth.labels["genesegnet_labels"].values)
+    assert labels.max() == table.n_obs
+
+
 def test_bad_inputs(synth, tiny_model, tmp_path):
-    with pytest.raises(ValueError, match="trained model is required"):
-        segment(synth)
     two = GeneSegNetModel(ModelConfig(channels=["DAPI", "CD45"], widths=TINY))
     with pytest.raises(ValueError, match="reads 2 image channel"):
         segment(synth, two)

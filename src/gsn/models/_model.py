@@ -78,6 +78,10 @@ class ModelConfig:
         One dict per training epoch (losses, learning rate, seconds).
     train_params
         The training arguments, for provenance.
+    rounds
+        One dict per round of recursive label refinement (:func:`gsn.tl.train` with
+        ``max_rounds > 1``): ``round``, ``loss``, ``mean_iou``, ``n_cells``, ``mean_area``, ``seconds``
+        and more; empty for a single round.
     """
 
     channels: list[str] = field(default_factory=lambda: ["DAPI"])
@@ -93,6 +97,7 @@ class ModelConfig:
     gsn_version: str = field(default_factory=_gsn_version)
     history: list[dict[str, float]] = field(default_factory=list)
     train_params: dict[str, Any] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -115,6 +120,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "gsn_version": ((str,), False),
     "history": ((list,), False),
     "train_params": ((dict,), False),
+    "rounds": ((list,), False),
 }
 
 
@@ -146,6 +152,8 @@ class GeneSegNetModel:
             )
         self.net = net
         self.source = source
+        self.labels: list | None = None
+        """Final training labels of recursive training (one array per sample, model pixel grid); not saved."""
 
     # ------------------------------------------------------------------ convenience accessors
     @property
@@ -157,6 +165,15 @@ class GeneSegNetModel:
     def history(self) -> list[dict[str, float]]:
         """Per-epoch training history."""
         return self.config.history
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        """Per-round records of recursive label refinement (empty after a single round)."""
+        return self.config.rounds
+
+    @rounds.setter
+    def rounds(self, value) -> None:
+        self.config.rounds = list(value)
 
     @property
     def identity(self) -> str:
@@ -172,6 +189,7 @@ class GeneSegNetModel:
         cfg = asdict(self.config)
         cfg.pop("history")
         cfg.pop("train_params")
+        cfg.pop("rounds")
         return {
             "identity": self.identity,
             "source": self.source,
@@ -241,13 +259,17 @@ def _config_from_dict(cfg: Any, where: str) -> ModelConfig:
     return ModelConfig(**known)
 
 
+DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
+
+
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> GeneSegNetModel:
-    """Read a model written by :meth:`GeneSegNetModel.save`.
+    """Read a model written by :meth:`GeneSegNetModel.save`, or the default model shipped with gsn.
 
     Parameters
     ----------
     path
-        The model file.
+        The model file, or ``"default"`` for the model that ships inside the package (see the model
+        card, docs/default_model.md).
     device
         Device to put the weights on (``"auto"`` picks CUDA, then MPS, then CPU).
 
@@ -261,6 +283,13 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Gene
         If the file is not a gsn model file, or a field is missing or incompatible; the message
         names the field.
     """
+    if str(path) == "default":
+        if not DEFAULT_MODEL_PATH.is_file():
+            raise FileNotFoundError(
+                f"The default model {DEFAULT_MODEL_PATH} is missing from this installation; reinstall gsn or "
+                "train one with scripts/train_default_model.py."
+            )
+        path = DEFAULT_MODEL_PATH
     path = Path(path)
     where = f"Cannot load GeneSegNet model {str(path)!r}"
     if not path.is_file():
@@ -299,12 +328,9 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Gene
 
 
 def as_model(model: GeneSegNetModel | str | os.PathLike | None) -> GeneSegNetModel:
-    """Accept a model object or a path to a model file."""
+    """Accept a model object, a path to a model file, or ``None``/``"default"`` for the shipped default model."""
     if model is None:
-        raise ValueError(
-            "A trained model is required: pass `model=` (a GeneSegNetModel from gsn.tl.train or the path of a "
-            "saved model file). gsn does not ship a default pretrained model yet."
-        )
+        model = "default"
     if isinstance(model, GeneSegNetModel):
         return model
     if isinstance(model, str | os.PathLike):
