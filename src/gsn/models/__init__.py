@@ -8,6 +8,7 @@ from ._decode import clean_labels, decode_instances, find_centers
 from ._inference import PredictedMaps, predict_maps, tile_starts
 from ._loss import LossTerms, genesegnet_loss
 from ._model import GeneSegNetModel, ModelConfig, as_model, load, resolve_device
+from ._recursive import check_training_labels, label_agreement, recursive_train, update_labels
 from ._targets import Targets, cell_centers, make_targets, make_targets_batch
 from ._training import Augmentation, TrainingSample, random_crop, train_network
 from ._unet import DEFAULT_WIDTHS, SLIM_WIDTHS, GeneSegUNet, UNetOutput, count_parameters, flops_per_pixel
@@ -26,18 +27,22 @@ __all__ = [
     "UNetOutput",
     "as_model",
     "cell_centers",
+    "check_training_labels",
     "clean_labels",
     "count_parameters",
     "decode_instances",
     "find_centers",
     "flops_per_pixel",
     "genesegnet_loss",
+    "label_agreement",
     "load",
     "make_targets",
     "make_targets_batch",
     "predict_maps",
     "random_crop",
+    "recursive_train",
     "resolve_device",
     "tile_starts",
     "train_network",
+    "update_labels",
 ]

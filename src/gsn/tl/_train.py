@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -43,6 +45,15 @@ def train(
     model: GeneSegNetModel | None = None,
     device: str = "auto",
     seed: int = 0,
+    max_rounds: int = 1,
+    iou_stop: float = 0.93,
+    refine: bool = True,
+    nu: float = 1.0,
+    lambda1: float = 1.0,
+    lambda2: float = 1.0,
+    warm_start: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> GeneSegNetModel:
     """Train a GeneSegNet model on cell labels (paper Eq. 2 and "Training Details").
 
@@ -108,10 +119,34 @@ def train(
     seed
         Seed for the weight initialisation, crops and augmentation. Training on the CPU is
         reproducible for a given seed.
+    max_rounds
+        Rounds of recursive training (paper Eqs. 1-3, Algorithm 1). ``1`` (default): one round on
+        ``labels_key``, no label update. Above 1: after each round the model predicts on the
+        training images, the cells are decoded and refined by the level set (``refine``), and the
+        result becomes the next round's labels; each round trains ``epochs x steps_per_epoch`` steps.
+    iou_stop
+        Stop once the mean over the cells of round t's labels of their best IoU against round t+1's
+        labels exceeds this (0.93 in the paper), or after ``max_rounds``.
+    refine, nu, lambda1, lambda2
+        Level-set refinement of the predicted cells between rounds (Eqs. 13-14; the paper's weights
+        are all 1, see :func:`gsn.tl.refine_labels`); ``refine=False`` uses the decoded cells as they are.
+    warm_start
+        ``True``: every round continues from the previous round's weights (cheaper); ``False``: every
+        round restarts from freshly initialised weights, as the reference implementation.
+    checkpoint
+        File written after every round (weights, history, current labels, settings fingerprint).
+    resume
+        Continue an interrupted run from ``checkpoint``. Settings that differ from the checkpoint's
+        raise a ``ValueError`` naming them (``max_rounds`` and ``iou_stop`` may change).
 
     Returns
     -------
-    The trained :class:`gsn.models.GeneSegNetModel`. Save it with ``model.save(path)``.
+    The trained :class:`gsn.models.GeneSegNetModel`. Save it with ``model.save(path)``. With
+    ``max_rounds > 1``, ``model.rounds`` holds one record per round (``round``, ``loss``, ``mean_iou``,
+    ``n_cells``, ``mean_area``, ``seconds``, ...; saved with the model and drawn by
+    :func:`gsn.pl.training_history`), the epochs of ``model.history`` carry their ``round``, and
+    ``model.labels`` holds the final refined labels per sample on the model's pixel grid (not saved;
+    the SpatialData objects are never modified).
 
     Examples
     --------
@@ -123,6 +158,7 @@ def train(
     import torch
 
     from ..models import Augmentation, GeneSegNetModel, ModelConfig, TrainingSample, train_network
+    from ..models._recursive import check_training_labels
     from ._segment import image_pixel_size
 
     samples_in = [sdata] if isinstance(sdata, sd.SpatialData) else list(sdata)
@@ -170,10 +206,21 @@ def train(
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(f"Sample {i}: labels {lkey!r} must be integers, got {labels.dtype}.")
-        labels = prep.to_model_frame(labels, order=0)
+        labels = check_training_labels(prep.to_model_frame(labels, order=0), name=f"Sample {i}: labels {lkey!r}")
         samples.append(TrainingSample(prep.inputs, labels, name=f"sample {i} ({prep.image_key!r})"))
         logger.info("Sample %d: %d x %d px, %d cells, %d transcripts", i, *labels.shape, len(np.unique(labels)) - 1,
                     prep.n_transcripts)  # fmt: skip
+
+    if not any(smp.labels.any() for smp in samples):
+        raise ValueError(f"The training labels {labels_key!r} contain no cells.")
+    if max_rounds < 1:
+        raise ValueError(f"`max_rounds` must be >= 1, got {max_rounds}.")
+
+    def new_model(round_seed: int) -> GeneSegNetModel:
+        # Seed the initialisation without touching the caller's global torch random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(round_seed)
+            return GeneSegNetModel(copy.deepcopy(config))
 
     if model is None:
         config = ModelConfig(
@@ -182,10 +229,10 @@ def train(
             norm_low=float(norm_percentiles[0]), norm_high=float(norm_percentiles[1]),
             pixel_size=None if pixel_size is None else float(pixel_size),
         )  # fmt: skip
-        # Seed the initialisation without touching the caller's global torch random state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = GeneSegNetModel(config)
+        model = new_model(seed)
+    else:
+        config = copy.deepcopy(model.config)
+        config.history, config.rounds, config.train_params = [], [], {}
     model.config.train_params = {
         "labels_key": labels_key,
         "n_samples": len(samples),
@@ -201,8 +248,26 @@ def train(
         "loss_weights": list(loss_weights),
         "seed": seed,
     }
-    return train_network(
-        model, samples, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size,
-        lr=lr, weight_decay=weight_decay, augmentation=Augmentation(tuple(scale_range), rotate, flip),
-        loss_weights=tuple(loss_weights), device=device, seed=seed,
+    train_kwargs = dict(
+        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size, lr=lr,
+        weight_decay=weight_decay, augmentation=Augmentation(tuple(scale_range), rotate, flip),
+        loss_weights=tuple(loss_weights),
     )  # fmt: skip
+    if max_rounds > 1 or resume or checkpoint is not None:
+        from ..models._recursive import recursive_train
+
+        model.config.train_params.update(max_rounds=max_rounds, iou_stop=iou_stop, refine=refine, nu=nu,
+                                         lambda1=lambda1, lambda2=lambda2, warm_start=warm_start)  # fmt: skip
+        fp_params = {k: v for k, v in model.config.train_params.items() if k not in ("max_rounds", "iou_stop")}
+        fp_params.update(channels=list(config.channels), widths=list(config.widths), sigma=config.sigma,
+                         rna_mode=config.rna_mode, rna_scale=config.rna_scale, pixel_size=config.pixel_size,
+                         initial_model=model.identity if model.history or model.rounds else None)  # fmt: skip
+        counter = iter(range(1, 10**9))
+        model, _ = recursive_train(
+            model, samples, max_rounds=max_rounds, iou_stop=iou_stop, refine=refine, nu=nu, lambda1=lambda1,
+            lambda2=lambda2, warm_start=warm_start, checkpoint=checkpoint, resume=resume,
+            fingerprint_params=fp_params, init_model=lambda: new_model(seed + next(counter)), seed=seed,
+            device=device, **train_kwargs,
+        )  # fmt: skip
+        return model
+    return train_network(model, samples, device=device, seed=seed, **train_kwargs)
