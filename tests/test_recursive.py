@@ -206,3 +206,20 @@ def test_bad_loop_arguments(synth, tmp_path):
         train(synth, labels_key="prior_labels", max_rounds=0, **FAST)
     with pytest.raises(ValueError, match="iou_stop"):
         train(synth, labels_key="prior_labels", max_rounds=2, iou_stop=1.5, **FAST)
+
+
+def test_a_round_that_finds_no_cells_is_undone(synth, monkeypatch):
+    """Round 2's network predicts nothing: the model of round 1, which made the current labels, is returned."""
+    prior = check_training_labels(np.asarray(synth.labels["prior_labels"].values))
+    states = []
+
+    def update(model, inputs, **kw):
+        states.append({k: v.clone() for k, v in model.net.state_dict().items()})
+        return prior if len(states) == 1 else np.zeros(inputs.shape[1:], np.int32)
+
+    monkeypatch.setattr(_recursive, "update_labels", update)
+    model = train(synth, labels_key="prior_labels", max_rounds=3, iou_stop=1.0, **FAST)
+    assert [r["round"] for r in model.rounds] == [1, 2] and model.rounds[1].get("reverted")
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, states[0][k]), k
+    assert not torch.equal(states[0][next(iter(states[0]))], states[1][next(iter(states[1]))])

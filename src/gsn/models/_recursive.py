@@ -271,6 +271,8 @@ def recursive_train(
 
     for t in range(start, max_rounds + 1):
         t0 = time.perf_counter()
+        # Kept so a round whose network predicts no cells can be undone (its labels are never used).
+        previous = (model, {k: v.detach().clone() for k, v in model.net.state_dict().items()}) if t > 1 else None
         if t > 1 and not warm_start:
             fresh = init_model()
             fresh.config.history, fresh.config.rounds = model.config.history, model.config.rounds
@@ -310,7 +312,15 @@ def recursive_train(
         if on_round is not None:
             on_round(t, model, new)
         if n_cells == 0:
-            logger.warning("Round %d predicted no cells on the training images; stopping with the previous labels.", t)
+            if previous is not None:
+                # The model that made the current labels is the better one: return it, not a collapsed one.
+                model, state = previous
+                model.net.load_state_dict(state)
+                model.config.rounds = [*model.config.rounds[:-1], {**record, "reverted": True}]
+                logger.warning("Round %d predicted no cells on the training images; returning the model and "
+                               "labels of round %d.", t, t - 1)  # fmt: skip
+            else:
+                logger.warning("Round %d predicted no cells on the training images; stopping.", t)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, labels, fp, done=True)
             break
