@@ -63,6 +63,18 @@ def tiny_sdata(seed: int = 0) -> sd.SpatialData:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: tiny networks gain nothing from threads, and on a busy
+    machine OpenMP threads waiting on each other can be many times slower than one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def sdata() -> sd.SpatialData:
     return tiny_sdata()

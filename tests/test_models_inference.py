@@ -6,14 +6,7 @@ import torch
 from gsn.models import GeneSegUNet, predict_maps, tile_starts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny networks gain nothing from threads, and on a busy machine OpenMP threads waiting on each
-    # other can be many times slower than one; restore the setting for other test modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from gsn.models._recursive import check_training_labels, label_agreement
 from gsn.tl._train import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = (4, 8, 8, 8)

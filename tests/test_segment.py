@@ -12,14 +12,7 @@ from gsn.tl._segment import image_pixel_size, segment
 from gsn.tl._train import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny networks gain nothing from threads, and on a busy machine OpenMP threads waiting on each
-    # other can be many times slower than one; restore the setting for other test modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = [4, 8, 16, 16]

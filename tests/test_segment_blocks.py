@@ -2,18 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
 import gsn
 from tests.oracle import disks_sdata, oracle_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def same_cells(a, b):
