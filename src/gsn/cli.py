@@ -56,7 +56,8 @@ def demo(
         table = sdata[f"{key}_table"]
         acc = gsn.tl.match_truth(sdata, key, "truth_labels", thresholds=(0.5,)).iloc[0]
         area = np.median(table.obs["area"]) if table.n_obs else float("nan")
-        typer.echo(f"  {key:<12} {table.n_obs:>6} {area:>9.0f} px {acc['f1']:>10.3f} {acc['transcript_accuracy']:>25.1%}")
+        f1, tx = acc["f1"], acc["transcript_accuracy"]
+        typer.echo(f"  {key:<12} {table.n_obs:>6} {area:>9.0f} px {f1:>10.3f} {tx:>25.1%}")
     typer.echo(f"  elements: {', '.join(sorted(n for _, n, _ in sdata.gen_elements()))}")
 
 

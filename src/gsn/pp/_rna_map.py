@@ -73,7 +73,9 @@ def _auto_scale(total, q: float = AUTO_SCALE_PERCENTILE) -> float:
     return max(float(np.percentile(sample, q)), 1.0) if sample.size else 1.0
 
 
-def auto_scale(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, sigma: float, chunks: int | None = None) -> float:
+def auto_scale(
+    x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, sigma: float, chunks: int | None = None
+) -> float:
     """The divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
     h, w = int(shape[0]), int(shape[1])
     rows = np.floor(np.asarray(y, dtype=np.float64)).astype(np.int64)
