@@ -1,7 +1,9 @@
 """Train the default GeneSegNet model that ships with gsn, and validate it on a held-out crop.
 
 Reproduce with ``python scripts/train_default_model.py`` (from the repository root, with
-``../shared/data`` beside it). Training data: the Xenium, CosMx field-of-view 2 and MERSCOPE crops with
+``../shared/data`` beside it), or, for the shipped GPU-trained weights, ``--export DIR --epochs 60
+--crop 256`` here, ``python scripts/train_arrays.py DIR default.pt --device cuda`` on the GPU machine
+and ``--validate default.pt`` here again. Training data: the Xenium, CosMx field-of-view 2 and MERSCOPE crops with
 their prior labels (Cellpose nuclei, vendor cells, vendor cell polygons) and two synthetic tissues
 with their true cells; all resampled to 0.4 um/px. Held out: CosMx field of view 3 and a synthetic
 tissue of another seed. Writes the weights to ``src/gsn/models/weights/default.pt`` and prints the
@@ -67,6 +69,40 @@ def validate(model) -> list[dict]:
     return rows
 
 
+TRAIN_ARGS = dict(labels_key="train_labels", crop_size=128, batch_size=8, rna_scale="auto", pixel_size=PIXEL_SIZE,
+                  center_sigma=3.0)  # fmt: skip
+
+
+def export(folder: Path, args) -> None:
+    """Write the prepared training arrays and the untrained model, to train where spatialdata is absent (a GPU box)."""
+    import gsn.models
+
+    captured = {}
+
+    def capture(model, samples, **kwargs):
+        captured.update(model=model, samples=samples, kwargs=kwargs)
+        raise StopIteration
+
+    real, gsn.models.train_network = gsn.models.train_network, capture
+    try:
+        gsn.tl.train(training_samples(args.seed), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
+                     steps_per_epoch=args.steps_per_epoch, seed=args.seed, device="cpu",
+                     **{**TRAIN_ARGS, "crop_size": args.crop})  # fmt: skip
+    except StopIteration:
+        pass
+    finally:
+        gsn.models.train_network = real
+    folder.mkdir(parents=True, exist_ok=True)
+    captured["model"].save(folder / "untrained.pt")
+    np.savez_compressed(folder / "samples.npz", **{f"inputs{i}": s.inputs for i, s in enumerate(captured["samples"])},
+                        **{f"labels{i}": s.labels for i, s in enumerate(captured["samples"])})  # fmt: skip
+    kwargs = dict(captured["kwargs"])
+    aug = kwargs.pop("augmentation")
+    kwargs.update(scale_range=list(aug.scale_range), rotate=aug.rotate, flip=aug.flip)
+    (folder / "train_kwargs.json").write_text(json.dumps(kwargs))
+    print(f"exported {len(captured['samples'])} samples to {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=30)
@@ -75,16 +111,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--export", type=Path, help="only write the prepared arrays here (see scripts/train_arrays.py)")
+    parser.add_argument("--validate", type=Path, help="only validate this model file")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     gsn.settings.progress = False
 
+    if args.export:
+        return export(args.export, args)
+    if args.validate:
+        for row in validate(gsn.models.load(args.validate)):
+            print(json.dumps(row))
+        return
     start = time.perf_counter()
     model = gsn.tl.train(
-        training_samples(args.seed), labels_key="train_labels", widths=gsn.models.SLIM_WIDTHS,
-        crop_size=args.crop, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=8,
-        rna_scale="auto", pixel_size=PIXEL_SIZE, center_sigma=3.0, seed=args.seed, device="cpu",
+        training_samples(args.seed), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, device="cpu", **{**TRAIN_ARGS, "crop_size": args.crop},
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model.config.train_params["hardware"] = f"{platform.processor() or platform.machine()}, {args.threads} CPU thread(s)"
