@@ -62,7 +62,8 @@ def main() -> None:
     dev = models.resolve_device(args.device)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
     model.config.train_params.update(epochs=kwargs["epochs"], steps_per_epoch=kwargs["steps_per_epoch"],
-                                     crop_size=kwargs["crop_size"], hardware=name, train_seconds=round(seconds, 1))  # fmt: skip
+                                     crop_size=kwargs["crop_size"], hardware=name,
+                                     train_seconds=round(seconds, 1))  # fmt: skip
     model.to("cpu").save(args.out)
     print(f"trained {kwargs['epochs'] * kwargs['steps_per_epoch']} steps of {kwargs['crop_size']} px on {name} "
           f"in {seconds:.0f} s; final loss {model.history[-1]['loss']:.4f}")  # fmt: skip

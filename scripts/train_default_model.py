@@ -56,7 +56,8 @@ def validate(model) -> list[dict]:
         rows.append({"sample": "CosMx FOV 3 (held out)", "segmentation": key, "cells": t.n_obs,
                      "median_area_px": float(np.median(t.obs["area"])) if t.n_obs else float("nan"),
                      "transcripts_in_cells": float(assigned),
-                     "cell_calling_d3_5_7": [round(float(v), 2) for v in calling.sort_values("level").value]})  # fmt: skip
+                     "cell_calling_d3_5_7": [round(float(v), 2)
+                                             for v in calling.sort_values("level").value]})  # fmt: skip
     synth = gsn.datasets.synthetic(shape=(384, 384), seed=7)
     gsn.tl.segment(synth, model, key_added="genesegnet")
     gsn.tl.cells_from_labels(synth, "prior_labels")
@@ -130,7 +131,9 @@ def main() -> None:
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, device="cpu", **{**TRAIN_ARGS, "crop_size": args.crop},
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    model.config.train_params["hardware"] = f"{platform.processor() or platform.machine()}, {args.threads} CPU thread(s)"
+    model.config.train_params["hardware"] = (
+        f"{platform.processor() or platform.machine()}, {args.threads} CPU thread(s)"
+    )
     model.config.train_params["train_seconds"] = round(seconds, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
