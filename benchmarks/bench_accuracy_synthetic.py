@@ -143,9 +143,15 @@ def main() -> None:
         h = model.history
         print(f"{name}: loss {h[0]['loss']:.3f} -> {h[-1]['loss']:.3f} over {len(h)} epochs")
 
+    print_table(rows)
+
+
+
+def print_table(rows, first: str = "method") -> None:
+    """Print ``(name, scores, note)`` rows as the markdown table both accuracy benchmarks report."""
     cols = ["cells", "matched IoU", "true-cell IoU", "F1@0.5", "tx to true cell"]
     print()
-    print("| method | " + " | ".join(cols) + " | notes |")
+    print(f"| {first} | " + " | ".join(cols) + " | notes |")
     print("|---" * (len(cols) + 2) + "|")
     for name, s, note in rows:
         vals = [f"{s[c]}" if c == "cells" else f"{s[c]:.3f}" for c in cols]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_accuracy_synthetic import add_labels, best_expansion, score  # noqa: E402
+from bench_accuracy_synthetic import add_labels, best_expansion, print_table, score  # noqa: E402
 
 
 def main() -> None:
@@ -111,13 +111,7 @@ def main() -> None:
         batch_size=args.batch, crop_size=args.crop, augmentation=Augmentation(), progress=False,
     )  # fmt: skip
 
-    cols = ["cells", "matched IoU", "true-cell IoU", "F1@0.5", "tx to true cell"]
-    print()
-    print("| method (test sample) | " + " | ".join(cols) + " | notes |")
-    print("|---" * (len(cols) + 2) + "|")
-    for name, s, note in rows:
-        vals = [f"{s[c]}" if c == "cells" else f"{s[c]:.3f}" for c in cols]
-        print(f"| {name} | " + " | ".join(vals) + f" | {note} |")
+    print_table(rows, first="method (test sample)")
 
 
 if __name__ == "__main__":

@@ -77,15 +77,7 @@ def auto_scale(
     x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, sigma: float, chunks: int | None = None
 ) -> float:
     """The divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
-    h, w = int(shape[0]), int(shape[1])
-    rows = np.floor(np.asarray(y, dtype=np.float64)).astype(np.int64)
-    cols = np.floor(np.asarray(x, dtype=np.float64)).astype(np.int64)
-    keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    kernel = gaussian_kernel(sigma)
-    if chunks is None:
-        return _auto_scale(_sum(_count_image(rows[keep], cols[keep], (h, w)), kernel))
-    total = rna_location_map_array(x, y, shape, sigma=sigma, scale=1.0, chunks=chunks, _unclipped=True)
-    return _auto_scale(total)
+    return _auto_scale(rna_location_map_array(x, y, shape, sigma=sigma, chunks=chunks, _unclipped=True))
 
 
 def rna_location_map_array(
@@ -136,6 +128,8 @@ def rna_location_map_array(
     kernel = gaussian_kernel(sigma)
     if chunks is None:
         counts = _count_image(rows, cols, (h, w))
+        if _unclipped:
+            return _sum(counts, kernel)
         if mode == "sum" and scale == "auto":
             scale = _auto_scale(_sum(counts, kernel))
         return _filter(counts, kernel, mode, sigma, scale=float(scale))

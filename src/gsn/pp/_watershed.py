@@ -12,7 +12,7 @@ from skimage.segmentation import watershed as _skimage_watershed
 from spatialdata.models import Labels2DModel
 from spatialdata.transformations import get_transformation
 
-from .._constants import WATERSHED_KEY
+from .._constants import WATERSHED_KEY, Key
 from .._elements import check_free, get_single_channel
 from .._logging import logger
 from ._normalize import normalize_array
@@ -129,8 +129,6 @@ def watershed(
     -------
     The labels element when ``inplace=False``, else ``None``.
     """
-    from .._constants import Key
-
     image_key, image = get_single_channel(sdata, image_key, channel=channel)
     name = Key.labels(key_added)
     if inplace:

@@ -29,8 +29,9 @@ def transcript_cell_ids(sdata: sd.SpatialData, labels_key: str, points_key: str 
     return _cell_ids(points, labels, np.asarray(labels.values), points_key=points_key, labels_key=labels_key)
 
 
-def _cell_ids(points, labels_element, labels: np.ndarray, *, points_key: str, labels_key: str) -> np.ndarray:
-    xy = points[["x", "y"]].compute()
+def _cell_ids(points, labels_element, labels: np.ndarray, *, points_key: str, labels_key: str, xy=None) -> np.ndarray:
+    """Cell id under every transcript; ``xy`` is the points' ``x``/``y`` frame when the caller already computed it."""
+    xy = points[["x", "y"]].compute() if xy is None else xy
     x = xy["x"].to_numpy(dtype=np.float64)
     y = xy["y"].to_numpy(dtype=np.float64)
     matrix = points_to_pixel_matrix(points, labels_element, points_key=points_key, image_key=labels_key)

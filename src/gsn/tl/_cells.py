@@ -21,15 +21,18 @@ from ._assign import _cell_ids, set_points_column
 from ._boundaries import labels_to_polygons
 
 
-def _genes(points, points_key: str) -> tuple[np.ndarray, pd.Index]:
-    """Integer gene code per transcript and the gene names, robust to unknown dask categories."""
+def _points_frame(points, points_key: str) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
+    """``x``/``y`` frame, integer gene code per transcript and gene names, in one pass over the points.
+
+    Robust to the unknown dask categories that ``read_zarr`` leaves behind.
+    """
     col = gene_column(points, points_key)
-    series = points[col]
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        series = series.cat.as_known()
-    values = series.compute()
+    if isinstance(points[col].dtype, pd.CategoricalDtype):
+        points = points.assign(**{col: points[col].cat.as_known()})
+    df = points[["x", "y", col]].compute()
+    values = df[col]
     cat = values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
-    return cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
+    return df, cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
 
 
 def _segmentation_elements(
@@ -53,8 +56,8 @@ def _segmentation_elements(
     stats = label_stats(labels)
     if points_key is not None:
         points_key, points = get_points(sdata, points_key)
-        ids = _cell_ids(points, labels_element, labels, points_key=points_key, labels_key=labels_name)
-        codes, genes = _genes(points, points_key)
+        df, codes, genes = _points_frame(points, points_key)
+        ids = _cell_ids(points, labels_element, labels, points_key=points_key, labels_key=labels_name, xy=df)
     else:
         ids, codes, genes = None, np.zeros(0, np.int64), pd.Index([])
     cells = stats.index.to_numpy()

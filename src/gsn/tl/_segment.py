@@ -323,14 +323,14 @@ def segment(
     decode = {"mask_threshold": mask_threshold, "center_threshold": center_threshold, "nms_size": nms_size,
               "min_area": min_area}  # fmt: skip
     _, probe = get_image(sdata, image_key)
-    big = probe.sizes["y"] * probe.sizes["x"] > _BLOCKWISE_PIXELS
-    if block_size is not None or client is not None or big:
+    blockwise = block_size is not None or client is not None or probe.sizes["y"] * probe.sizes["x"] > _BLOCKWISE_PIXELS
+    if blockwise:
+        block_size = block_size or 4096
+        dev = resolve_device(device)
         labels, prep = _segment_in_blocks(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
-            device=resolve_device(device), predict=predict, decode=decode, block_size=block_size or 4096,
-            halo=halo, client=client,
+            device=dev, predict=predict, decode=decode, block_size=block_size, halo=halo, client=client,
         )  # fmt: skip
-        dev = resolve_device(device)
     else:
         labels, prep, dev = _segment_whole(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
@@ -359,8 +359,8 @@ def segment(
             "rescale_factor": prep.factor,
             "n_transcripts": prep.n_transcripts,
             "device": str(dev),
-            "block_size": block_size if (block_size or client is not None or big) else None,
-            "halo": halo if (block_size or client is not None or big) else None,
+            "block_size": block_size if blockwise else None,
+            "halo": halo if blockwise else None,
             "seconds": seconds,
         }
     )
