@@ -45,7 +45,7 @@ def oracle(monkeypatch, synth):
 
 
 def test_writes_consistent_elements(synth, oracle, tiny_model):
-    segment(synth, tiny_model, key_added="gsn", min_area=1)
+    segment(synth, tiny_model, key_added="gsn", min_area=1, grow=False)
     labels = np.asarray(synth.labels["gsn_labels"].values)
     n = labels.max()
     assert n == len(np.unique(oracle)) - 1
@@ -156,3 +156,4 @@ def test_channel_selection_by_name(tiny_model):
     assert sdata.tables["genesegnet_table"].uns["genesegnet"]["channels"] == ["DAPI"]
     with pytest.raises(KeyError, match="no channel"):
         segment(sdata, tiny_model, key_added="x", channels=["nope"])
+

@@ -17,15 +17,15 @@ def same_cells(a, b):
 
 def test_oracle_whole_image_finds_every_disk():
     sdata, truth = disks_sdata()
-    gsn.tl.segment(sdata, oracle_model(), key_added="whole", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, oracle_model(), grow=False, key_added="whole", min_area=5, center_threshold=0.2)
     assert same_cells(sdata["whole_labels"].values, truth)
 
 
 def test_blocks_give_the_same_cells_as_one_piece():
     sdata, truth = disks_sdata()
     model = oracle_model()
-    gsn.tl.segment(sdata, model, key_added="whole", min_area=5, center_threshold=0.2)
-    gsn.tl.segment(sdata, model, key_added="blocks", min_area=5, center_threshold=0.2, block_size=100, halo=40)
+    gsn.tl.segment(sdata, model, grow=False, key_added="whole", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=100, halo=40)
     whole, blocks = sdata["whole_labels"].values, sdata["blocks_labels"].values
     assert same_cells(whole, blocks) and blocks.max() == truth.max()
     table = sdata["blocks_table"]
@@ -37,10 +37,10 @@ def test_blocks_on_a_local_dask_cluster_match_one_process():
 
     sdata, truth = disks_sdata(shape=(200, 220), seed=1)
     model = oracle_model()
-    gsn.tl.segment(sdata, model, key_added="local", min_area=5, center_threshold=0.2, block_size=80, halo=40)
+    gsn.tl.segment(sdata, model, grow=False, key_added="local", min_area=5, center_threshold=0.2, block_size=80, halo=40)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:  # fmt: skip
-        gsn.tl.segment(sdata, model, key_added="dask", min_area=5, center_threshold=0.2, block_size=80, halo=40, client=client)
+        gsn.tl.segment(sdata, model, grow=False, key_added="dask", min_area=5, center_threshold=0.2, block_size=80, halo=40, client=client)
     np.testing.assert_array_equal(sdata["dask_labels"].values, sdata["local_labels"].values)
     assert same_cells(sdata["dask_labels"].values, truth)
 
@@ -54,6 +54,21 @@ def test_blocks_with_rescaling_and_auto_rna_scale():
     model = oracle_model()
     model.config.pixel_size = 0.5
     model.config.rna_scale = "auto"
-    gsn.tl.segment(sdata, model, key_added="whole", min_area=5, center_threshold=0.2)
-    gsn.tl.segment(sdata, model, key_added="blocks", min_area=5, center_threshold=0.2, block_size=64, halo=40)
+    gsn.tl.segment(sdata, model, grow=False, key_added="whole", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=64, halo=40)
     assert same_cells(sdata["whole_labels"].values, sdata["blocks_labels"].values)
+
+
+def test_grow_turns_decoded_cells_into_whole_cells():
+    sdata, truth = disks_sdata()
+    model = oracle_model()
+    gsn.tl.segment(sdata, model, grow=False, key_added="core", min_area=5, center_threshold=0.2)
+    gsn.tl.segment(sdata, model, key_added="whole", min_area=5, center_threshold=0.2)
+    core, whole = (np.asarray(sdata[f"{k}_labels"].values) for k in ("core", "whole"))
+    assert core.max() > 0
+    # same cells, every decoded pixel kept; growth only adds pixels where transcripts say so
+    assert set(np.unique(core)) == set(np.unique(whole))
+    assert np.all(whole[core > 0] == core[core > 0])
+    assert sdata["whole_table"].X.sum() >= sdata["core_table"].X.sum()
+    uns = sdata["whole_table"].uns["genesegnet"]
+    assert uns["grow"] and uns["growth"]["n_cells"] == core.max()

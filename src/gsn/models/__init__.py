@@ -5,6 +5,7 @@ SpatialData-facing entry points.
 """
 
 from ._decode import clean_labels, decode_instances, find_centers
+from ._growth import GrowthReport, grow_labels
 from ._inference import PredictedMaps, predict_maps, tile_starts
 from ._loss import LossTerms, genesegnet_loss
 from ._model import GeneSegNetModel, ModelConfig, as_model, load, resolve_device
@@ -19,6 +20,7 @@ __all__ = [
     "Augmentation",
     "GeneSegNetModel",
     "GeneSegUNet",
+    "GrowthReport",
     "LossTerms",
     "ModelConfig",
     "PredictedMaps",
@@ -34,6 +36,7 @@ __all__ = [
     "find_centers",
     "flops_per_pixel",
     "genesegnet_loss",
+    "grow_labels",
     "label_agreement",
     "load",
     "make_targets",

@@ -4,9 +4,11 @@ from ._assign import assign_transcripts, lookup_labels
 from ._boundaries import labels_to_polygons
 from ._cells import aggregate, cells_from_labels, write_segmentation
 from ._compare import compare
+from ._grow import grow_cells
 from ._correlation import correlation_reproducibility, gene_correlation
 from ._metrics import cell_calling, genes_per_cell, morphology, pixel_coverage, rna_coverage
 from ._metrics_truth import match_truth
+from ._purity import expansion_curve, marker_genes, mecr
 from ._refine import refine_labels
 from ._segment import segment
 from ._train import train
@@ -18,9 +20,13 @@ __all__ = [
     "cells_from_labels",
     "compare",
     "correlation_reproducibility",
+    "expansion_curve",
     "gene_correlation",
     "genes_per_cell",
+    "grow_cells",
+    "marker_genes",
     "match_truth",
+    "mecr",
     "morphology",
     "pixel_coverage",
     "rna_coverage",

@@ -238,6 +238,8 @@ def segment(
     center_threshold: float = 0.5,
     nms_size: int = 3,
     min_area: int = 15,
+    grow: bool = True,
+    max_distance: float = 8.0,
     pixel_size: float | None = None,
     device: str = "auto",
     block_size: int | None = None,
@@ -252,7 +254,9 @@ def segment(
     per pixel (paper: 256 px, 50 % overlap), and cells are decoded from the confidence, centre and
     offset maps (Eq. 4, :func:`gsn.models.decode_instances`). If the image's pixel size differs from
     the model's, the image is resampled to the model's pixel size first and the labels are mapped
-    back to the image's pixel grid.
+    back to the image's pixel grid. With ``grow=True`` (default) the decoded cells are then grown
+    with the transcripts into whole cells (:func:`gsn.tl.grow_cells`): the network finds the cells
+    and their cores, the RNA decides how far each reaches.
 
     Writes, for prefix ``key`` = ``key_added``:
 
@@ -269,8 +273,8 @@ def segment(
     sdata
         SpatialData object with the image and the transcripts.
     model
-        A trained :class:`gsn.models.GeneSegNetModel` (from :func:`gsn.tl.train`) or the path of a
-        saved one. Required: gsn does not ship a pretrained default yet.
+        A trained :class:`gsn.models.GeneSegNetModel` (from :func:`gsn.tl.train`), the path of a
+        saved one, or ``None``/``"default"`` for the model that ships with gsn.
     image_key, points_key
         Elements to use; may be omitted when there is exactly one of each.
     key_added
@@ -291,6 +295,11 @@ def segment(
         Non-maximum-suppression window for centre peaks, in pixels.
     min_area
         Cells smaller than this many pixels (in the model's pixel frame) are dropped.
+    grow
+        Grow the decoded cells into whole cells with the transcripts (see :func:`gsn.tl.grow_cells`).
+    max_distance
+        With ``grow``: how far (microns; pixels are taken as 0.2 µm when the size is unknown) a
+        cell may reach beyond the decoded cell.
     pixel_size
         Pixel size of the image, overriding the one read from its transformation.
     device
@@ -336,7 +345,10 @@ def segment(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
             device=device, predict=predict, decode=decode,
         )  # fmt: skip
-    n_cells = int(labels.max())
+    growth = None
+    if grow and labels.max() > 0:
+        labels, growth = _grow(sdata, labels, prep, max_distance=max_distance)
+    n_cells = int(np.count_nonzero(np.unique(labels)))
     seconds = time.perf_counter() - t0
     logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, prep.image_key, seconds)
     if n_cells == 0:
@@ -355,6 +367,9 @@ def segment(
             "center_threshold": center_threshold,
             "nms_size": nms_size,
             "min_area": min_area,
+            "grow": grow,
+            "max_distance": max_distance if grow else None,
+            "growth": growth,
             "image_pixel_size": prep.pixel_size,
             "rescale_factor": prep.factor,
             "n_transcripts": prep.n_transcripts,
@@ -391,6 +406,19 @@ def _segment_whole(sdata, model, *, image_key, points_key, channels, pixel_size,
         # Shrinking can drop a tiny cell altogether; relabel so ids stay 1..n.
         labels = relabel_sequential(prep.to_image_frame(labels, order=0))[0].astype(np.int32)
     return labels, prep, dev
+
+
+def _grow(sdata, labels, prep, *, max_distance):
+    """Grow decoded cells into whole cells with the transcripts (image pixel frame)."""
+    from ..models._growth import grow_labels
+
+    tx = transcripts_to_pixels(sdata, prep.points_key, prep.image_key)
+    codes = tx["gene"].cat.codes.to_numpy(np.int64)
+    grown, report = grow_labels(
+        labels, tx["x"].to_numpy(), tx["y"].to_numpy(), codes, pixel_size=prep.pixel_size,
+        max_distance=max_distance,
+    )  # fmt: skip
+    return grown, report.as_dict()
 
 
 def _zoom(own: float | None, target: float | None) -> float:
