@@ -107,3 +107,14 @@ def test_mecr_rises_with_expansion_on_synthetic():
     assert np.all(np.diff(curve["transcripts_in_cells"]) > 0)
     assert curve["mecr"].iloc[-1] > curve["mecr"].iloc[0]
     assert gsn.tl.mecr(sdata, "nuclei", markers) == pytest.approx(curve["mecr"].iloc[0])
+
+
+def test_compare_reports_mecr_with_shared_markers():
+    sdata = gsn.datasets.synthetic(shape=(128, 128), transcripts_per_cell=200.0, seed=5)
+    gsn.tl.cells_from_labels(sdata, "truth_nuclei", key_added="nuclei")
+    gsn.tl.grow_cells(sdata, "truth_nuclei", key_added="grown")
+    markers = gsn.tl.marker_genes(sdata, "nuclei")
+    table = gsn.tl.compare(sdata, ["nuclei", "grown"], markers=markers)
+    rows = table[table.metric == "mecr"].set_index("key")["value"]
+    assert rows["nuclei"] == pytest.approx(gsn.tl.mecr(sdata, "nuclei", markers))
+    assert rows["grown"] == pytest.approx(gsn.tl.mecr(sdata, "grown", markers))

@@ -101,6 +101,7 @@ def compare(
     min_genes: int = 5,
     min_cell_fraction: float = 0.05,
     per_cell: bool = False,
+    markers: dict | None = None,
 ) -> pd.DataFrame:
     """All segmentation metrics for several segmentations of the same data, as one tidy table.
 
@@ -119,6 +120,7 @@ def compare(
       ``average_precision``, ``mean_matched_iou`` per ``level`` = IoU threshold, ``average_precision``:
       ``mean`` over thresholds, and ``mean_true_iou`` and ``transcript_accuracy`` / ``_precision`` /
       ``_recall``: ``value``;
+    - with ``markers``, ``mecr``: ``value`` (:func:`mecr`, the same markers for every key);
     - with ``groupby``, ``correlation_reproducibility``: ``median`` over pairs of groups
       (:func:`correlation_reproducibility`).
 
@@ -151,6 +153,8 @@ def compare(
         Filters of the gene-gene correlation (see :func:`gene_correlation`).
     per_cell
         Add one row per cell for the per-cell metrics.
+    markers
+        ``{cell type: [genes]}`` for MECR rows (see :func:`marker_genes`).
 
     Returns
     -------
@@ -225,6 +229,10 @@ def compare(
             frames.append(_rows(key, "average_precision", "mean", acc["average_precision"].mean()))
             for metric in TRUTH_SCALARS:
                 frames.append(_rows(key, metric, "value", acc[metric].iloc[0]))
+        if markers is not None:
+            from ._purity import mecr
+
+            frames.append(_rows(key, "mecr", "value", mecr(sdata, key, markers, points_key=points_key)))
         if groupby is not None and (table is None or groupby not in table.obs):
             logger.warning("No table with an obs column %r for %r; reproducibility left out.", groupby, key)
         elif groupby is not None:
