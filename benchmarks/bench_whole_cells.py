@@ -56,8 +56,9 @@ def _truth_scores(sdata, key: str) -> dict:
 
 
 def synthetic_part(seeds: list[int]) -> list[dict]:
-    import gsn
     from skimage.segmentation import expand_labels
+
+    import gsn
 
     rows = []
     regimes = {"sparse": {"transcripts_per_cell": 30.0}, "dense": {"transcripts_per_cell": 200.0}}

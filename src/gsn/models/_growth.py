@@ -189,8 +189,7 @@ def _fill_small_holes(labels: np.ndarray, max_area: int) -> np.ndarray:
         return labels
     h, w = labels.shape
     # For every pocket, the smallest and largest label on its 4-neighbour rim: one cell if they agree.
-    big = np.iinfo(np.int64).max
-    lo = np.full(len(sizes), big, dtype=np.int64)
+    lo = np.full(len(sizes), np.iinfo(np.int64).max, dtype=np.int64)
     hi = np.full(len(sizes), -1, dtype=np.int64)
     edge = np.zeros(len(sizes), dtype=bool)  # pockets touching the image border are not holes
     border = np.zeros((h, w), dtype=bool)
@@ -274,11 +273,11 @@ def grow_labels(
     report.rate_in, report.rate_background = rate_in, rate_bg
 
     # nucleus centroids and sizes
-    yy, xx = np.indices((h, w), dtype=np.float32)
     nuc = cell_of >= 0
+    ny, nx = np.divmod(np.flatnonzero(nuc.ravel()), w)
     area = np.bincount(cell_of[nuc], minlength=n).astype(np.float64)
-    cy = np.bincount(cell_of[nuc], weights=yy[nuc], minlength=n) / np.maximum(area, 1)
-    cx = np.bincount(cell_of[nuc], weights=xx[nuc], minlength=n) / np.maximum(area, 1)
+    cy = np.bincount(cell_of[nuc], weights=ny, minlength=n) / np.maximum(area, 1)
+    cx = np.bincount(cell_of[nuc], weights=nx, minlength=n) / np.maximum(area, 1)
 
     # sectors: each should expect a few cytoplasm molecules at the in-cell rate
     radius = np.sqrt(np.median(area) / np.pi)
@@ -291,7 +290,8 @@ def grow_labels(
     pt = np.flatnonzero(terr.ravel())
     c = owner.ravel()[pt].astype(np.int64)
     d = dist.ravel()[pt]
-    py, pxx = yy.ravel()[pt], xx.ravel()[pt]
+    n_at = counts.ravel()[pt]
+    py, pxx = np.divmod(pt, w)
     theta = np.arctan2(py - cy[c], pxx - cx[c])
     u = (theta + np.pi) / (2 * np.pi) * n_sectors
     s = np.minimum(np.floor(u).astype(np.int64), n_sectors - 1)
@@ -301,12 +301,12 @@ def grow_labels(
     flat = cell_sector * n_bins + k
     size = n * n_sectors * n_bins
     area_b = np.bincount(flat, minlength=size).reshape(n * n_sectors, n_bins).astype(np.float64)
-    count_b = np.bincount(flat, weights=counts.ravel()[pt], minlength=size).reshape(n * n_sectors, n_bins)
+    count_b = np.bincount(flat, weights=n_at, minlength=size).reshape(n * n_sectors, n_bins)
 
     # each cell's own in-cell rate, shrunk toward the sample's (cells differ in expression)
     ring_sel = d <= ring_px
     ring_area = np.bincount(c[ring_sel], minlength=n)
-    ring_count = np.bincount(c[ring_sel], weights=counts.ravel()[pt][ring_sel], minlength=n)
+    ring_count = np.bincount(c[ring_sel], weights=n_at[ring_sel], minlength=n)
     pseudo_area = _RATE_PRIOR_COUNTS / rate_in
     cell_rate = (ring_count + _RATE_PRIOR_COUNTS) / (ring_area + pseudo_area)
     cell_rate = np.maximum(cell_rate, 1.5 * rate_bg)
@@ -389,14 +389,12 @@ def _composition(grown, cell_of, dist, cap, cy, cx, area, x, y, genes, px, seed)
     edge[:, 0] = dist.ravel()[pix] * px  # exact for the current owner
     sigma = _EVIDENCE_SIGMA_UM / px
     flat_tx = rows * w + cols
-    score = np.empty(cand.shape, dtype=np.float32)
+    score = np.zeros(cand.shape, dtype=np.float32)
     cand_type = types[cand]
     for t in range(n_types):
         ev = np.bincount(flat_tx, weights=logodds[t, g], minlength=h * w).reshape(h, w)
         ev = ndi.gaussian_filter(ev.astype(np.float32), sigma) * (2 * np.pi * sigma**2)
-        ev_p = ev.ravel()[pix]
-        sel = cand_type == t
-        score[sel] = np.broadcast_to(ev_p[:, None], cand.shape)[sel]
+        score = np.where(cand_type == t, ev.ravel()[pix][:, None], score)
     score -= _DISTANCE_PENALTY * edge
     score[edge > cap * px] = -np.inf
     best = cand[np.arange(len(pix)), np.argmax(score, axis=1)]

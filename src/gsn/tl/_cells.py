@@ -35,6 +35,20 @@ def _points_frame(points, points_key: str) -> tuple[pd.DataFrame, np.ndarray, pd
     return df, cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
 
 
+def transcripts_in_element(sdata: sd.SpatialData, element, element_name: str, points_key: str | None):
+    """Transcripts in the pixel frame of a raster element: ``x``, ``y``, gene codes, gene names and the points key.
+
+    One pass over the points; transcripts outside the element keep their out-of-range coordinates.
+    """
+    from .._transcripts import apply_affine, points_to_pixel_matrix
+
+    points_key, points = get_points(sdata, points_key)
+    df, codes, genes = _points_frame(points, points_key)
+    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=element_name)
+    x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
+    return x, y, codes, genes, points_key
+
+
 def _segmentation_elements(
     sdata: sd.SpatialData,
     labels: np.ndarray,

@@ -8,37 +8,19 @@ from spatialdata.models import Labels2DModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import Key
-from .._elements import get_labels, get_points
+from .._elements import get_labels
 from .._logging import logger
-from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
+from .._transcripts import check_coordinates
 
 GROWN_SUFFIX = "grown"
 
 
-def check_label_array(labels: np.ndarray, name: str) -> np.ndarray:
-    """Labels must be a 2D array of non-negative integers (0 = background)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"Labels {name!r} must be 2D (y, x); got shape {labels.shape}.")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(
-            f"Labels {name!r} have dtype {labels.dtype}; cell labels must be integers (0 = background). "
-            "Convert them with `.astype(np.int32)` after checking that the values are whole numbers."
-        )
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"Labels {name!r} hold negative values (min {labels.min()}); ids must be >= 0.")
-    return labels
-
-
 def growth_inputs(sdata: sd.SpatialData, labels_element, labels_name: str, points_key: str | None, shape):
     """Transcript pixel coordinates in the labels' frame, integer gene codes, and the labels' pixel size."""
-    from ._cells import _points_frame
+    from ._cells import transcripts_in_element
     from ._segment import image_pixel_size
 
-    points_key, points = get_points(sdata, points_key)
-    df, codes, _ = _points_frame(points, points_key)
-    matrix = points_to_pixel_matrix(points, labels_element, points_key=points_key, image_key=labels_name)
-    x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
+    x, y, codes, _, points_key = transcripts_in_element(sdata, labels_element, labels_name, points_key)
     inside = check_coordinates(x, y, shape, points_key=points_key, image_key=labels_name)
     return x[inside], y[inside], codes[inside], image_pixel_size(labels_element), points_key
 
@@ -103,6 +85,7 @@ def grow_cells(
     """
     from ..models._growth import grow_labels
     from ._cells import _check_outputs, _default_points, _segmentation_elements, _write
+    from ._metrics_core import as_labels
 
     if not 0 < quantile < 1:
         raise ValueError(f"`quantile` must be in (0, 1), got {quantile!r}.")
@@ -118,7 +101,7 @@ def grow_cells(
     if Key.labels(key) == labels_key:
         raise ValueError(f"`key_added={key!r}` would replace the input labels {labels_key!r}; choose another prefix.")
     _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=True)
-    nuclei = check_label_array(np.asarray(element.values), labels_key)
+    nuclei = as_labels(element.values)
     x, y, genes, own_px, points_key = growth_inputs(sdata, element, labels_key, points_key, nuclei.shape)
     px = pixel_size if pixel_size is not None else own_px
     if px is None:

@@ -89,7 +89,7 @@ def mecr_from_counts(counts, genes: Sequence[str], markers: Mapping[str, Sequenc
 
 
 def _cell_counts(sdata: sd.SpatialData, key: str, points_key: str | None):
-    """Counts matrix and gene names of segmentation ``key``: its table, else the transcripts under its labels."""
+    """Return the counts and gene names of segmentation ``key``: its table, else the transcripts under its labels."""
     from ._metrics import get_table
 
     try:
@@ -97,18 +97,12 @@ def _cell_counts(sdata: sd.SpatialData, key: str, points_key: str | None):
         return table.X, list(table.var_names)
     except KeyError:
         pass
-    from ._cells import _points_frame
+    from ._cells import transcripts_in_element
     from ._metrics import load_labels
     from ._metrics_core import counts_from_ids, label_at
 
     name, element, labels = load_labels(sdata, key)
-    from .._elements import get_points
-    from .._transcripts import apply_affine, points_to_pixel_matrix
-
-    points_key, points = get_points(sdata, points_key)
-    df, codes, genes = _points_frame(points, points_key)
-    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=name)
-    x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
+    x, y, codes, genes, _ = transcripts_in_element(sdata, element, name, points_key)
     ids = label_at(labels, x, y)
     return counts_from_ids(ids, codes, int(labels.max()) + 1, len(genes))[1:], list(genes)
 
@@ -212,20 +206,15 @@ def expansion_curve(
     """
     from skimage.segmentation import expand_labels
 
-    from ._cells import _points_frame
+    from ._cells import transcripts_in_element
     from ._metrics import load_labels
     from ._metrics_core import counts_from_ids, label_at
     from ._segment import image_pixel_size
-    from .._elements import get_points
-    from .._transcripts import apply_affine, points_to_pixel_matrix
 
     name, element, labels = load_labels(sdata, labels_key)
     px = pixel_size if pixel_size is not None else image_pixel_size(element)
     px = 1.0 if px is None else px
-    points_key, points = get_points(sdata, points_key)
-    df, codes, genes = _points_frame(points, points_key)
-    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=name)
-    x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
+    x, y, codes, genes, _ = transcripts_in_element(sdata, element, name, points_key)
     inside = (x >= 0) & (y >= 0) & (x < labels.shape[1]) & (y < labels.shape[0])
     rows = []
     for dist in distances:
