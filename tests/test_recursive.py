@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = (4, 8, 8, 8)
-FAST = {"widths": TINY, "crop_size": 48, "batch_size": 2, "steps_per_epoch": 2, "epochs": 1}
+# prior="cells": these tests follow the labels round by round, so the prior is not grown first.
+FAST = {"widths": TINY, "crop_size": 48, "batch_size": 2, "steps_per_epoch": 2, "epochs": 1, "prior": "cells"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_rounds_history_stop_rule_and_plot(synth, growing, tmp_path):
     model = train(synth, labels_key="prior_labels", max_rounds=3, iou_stop=0.99, nu=2.0, **FAST)
     assert [r["round"] for r in model.rounds] == [1, 2, 3]
     assert [h["round"] for h in model.history] == [1, 2, 3]
-    assert growing.calls[0]["nu"] == 2.0 and growing.calls[0]["refine"] is True
+    assert growing.calls[0]["nu"] == 2.0 and growing.calls[0]["refine"] == "grow"
+    assert growing.calls[0]["transcripts"] is not None
     r1 = model.rounds[0]
     assert {"loss", "mean_iou", "n_cells", "mean_area", "seconds", "n_cells_in", "mean_area_in"} <= set(r1)
     assert r1["mean_iou"] == pytest.approx(label_agreement(prior, expand_labels(prior, 1))[0])
@@ -218,3 +220,86 @@ def test_a_round_that_finds_no_cells_is_undone(synth, monkeypatch):
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, states[0][k]), k
     assert not torch.equal(states[0][next(iter(states[0]))], states[1][next(iter(states[1]))])
+
+
+# ---------------------------------------------------------------------------------------------- growth between rounds
+@pytest.fixture
+def network_returns(monkeypatch):
+    """Make the 'network' decode to whatever labels the test sets (no training needed)."""
+    state = {}
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(_recursive, "predict_maps", lambda net, inputs, **kw: SimpleNamespace(mask=0, center=0, offsets=0))
+    monkeypatch.setattr(_recursive, "decode_instances", lambda *a, **kw: state["labels"].copy())
+    return state
+
+
+def _tx(sdata):
+    tx = sdata["transcripts"].compute()
+    return tx["x"].to_numpy(), tx["y"].to_numpy(), tx["gene"].cat.codes.to_numpy(np.int64)
+
+
+def test_update_labels_modes(synth, network_returns):
+    prior = check_training_labels(np.asarray(synth.labels["prior_labels"].values))
+    network_returns["labels"] = prior
+    inputs = np.zeros((2, *prior.shape), np.float32)
+    model = object.__new__(gsn.models.GeneSegNetModel)
+    model.net = None
+    none = _recursive.update_labels(model, inputs, refine="none")
+    np.testing.assert_array_equal(none, prior)
+    grown = _recursive.update_labels(model, inputs, refine="grow", transcripts=_tx(synth), pixel_size=0.5)
+    # whole cells around the same nuclei: one cell per nucleus, larger, covering the nuclei's cores
+    assert len(np.unique(grown)) == len(np.unique(prior))
+    assert np.count_nonzero(grown) > 1.5 * np.count_nonzero(prior)
+    core = _recursive.erode_labels(prior, 2) > 0
+    assert np.all(grown[core] > 0)
+    with pytest.raises(ValueError, match="needs the transcripts"):
+        _recursive.update_labels(model, inputs, refine="grow")
+    with pytest.raises(ValueError, match="`refine` must be one of"):
+        _recursive.update_labels(model, inputs, refine="dilate")
+
+
+def test_regrowing_from_eroded_anchors_does_not_drift(synth, network_returns):
+    """A network that returns its training labels: repeated grow updates converge instead of growing every round."""
+    labels = check_training_labels(np.asarray(synth.labels["prior_labels"].values))
+    model = object.__new__(gsn.models.GeneSegNetModel)
+    model.net = None
+    inputs = np.zeros((2, *labels.shape), np.float32)
+    areas = [np.count_nonzero(labels)]
+    for _ in range(4):
+        network_returns["labels"] = labels
+        new = _recursive.update_labels(model, inputs, refine="grow", transcripts=_tx(synth), pixel_size=0.5)
+        last_iou = label_agreement(labels, new)[0]
+        labels = new
+        areas.append(np.count_nonzero(labels))
+    assert areas[1] > 1.5 * areas[0]  # the first update grows nuclei into cells
+    assert abs(areas[-1] / areas[-2] - 1) < 0.05 and last_iou > 0.9, areas  # then it settles
+
+
+def test_erode_labels_keeps_every_cell():
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:12, 2:12] = 1
+    lab[2:12, 12:18] = 2  # touching cell 1
+    lab[15, 15] = 3  # a single pixel: would vanish
+    out = _recursive.erode_labels(lab, 2)
+    assert set(np.unique(out)) == {0, 1, 2, 3}
+    assert np.count_nonzero(out == 1) == 36 and out[15, 15] == 3
+    assert not np.any((out[:, 11:13] > 0) & (out[:, 12:14] > 0))  # a gap opens where the cells touched
+
+
+def test_prior_nuclei_are_grown_before_round_one(synth, caplog):
+    from gsn.tl._train import _prepare_prior
+
+    prior = check_training_labels(np.asarray(synth.labels["prior_labels"].values))
+    truth = check_training_labels(np.asarray(synth.labels["truth_labels"].values))
+    tx = _tx(synth)
+    kw = {"max_distance": 8.0, "seed": 0, "name": "labels"}
+    grown = _prepare_prior(prior, tx, 0.5, prior="auto", **kw)
+    assert len(np.unique(grown)) == len(np.unique(prior)) and np.count_nonzero(grown) > 1.5 * np.count_nonzero(prior)
+    np.testing.assert_array_equal(_prepare_prior(truth, tx, 0.5, prior="auto", **kw), truth)  # whole cells: kept
+    np.testing.assert_array_equal(_prepare_prior(prior, tx, 0.5, prior="cells", **kw), prior)
+    with caplog.at_level("WARNING", logger="gsn"):
+        _prepare_prior(truth, tx, 0.5, prior="nuclei", **kw)
+    assert "looks like cells, but prior='nuclei'" in caplog.text
+    with pytest.raises(ValueError, match="`prior` must be one of"):
+        train(synth, labels_key="prior_labels", **{**FAST, "prior": "nucleus"})

@@ -1,8 +1,11 @@
 """Recursive training with label refinement (paper Eqs. 1-3, 13-14, 16; Algorithm 1): arrays in, model out.
 
 Round ``t`` trains the network on labels ``Y(t)``; the trained network then predicts on the
-training images, the predictions are decoded into cells (Eq. 4) and refined with the Chan-Vese level
-set (Eqs. 13-14); the result is ``Y(t+1)``. The loop stops once the mean over the cells of ``Y(t)``
+training images, the predictions are decoded into cells (Eq. 4) and updated; the result is
+``Y(t+1)``. The update regrows the decoded cells with the transcripts by default (from anchors
+eroded by a few pixels: the paper's level set acts on the binary mask only and cannot grow cells,
+and regrowing full cells drifts outward round after round); the paper's Chan-Vese level set
+(Eqs. 13-14) is ``refine="levelset"``. The loop stops once the mean over the cells of ``Y(t)``
 of their best IoU against ``Y(t+1)`` exceeds ``iou_stop`` (0.93 in the paper) or after
 ``max_rounds``. Nothing here knows about SpatialData; :func:`gsn.tl.train` prepares the arrays.
 """
@@ -86,11 +89,47 @@ def label_agreement(old: np.ndarray, new: np.ndarray) -> tuple[float, np.ndarray
     return float(best.mean()), best
 
 
+REFINE_MODES = ("grow", "levelset", "none")
+"""Label updates between rounds: regrow with the transcripts, the paper's level set, or none."""
+
+ANCHOR_EROSION_UM = 0.8
+"""Decoded cells are eroded by this much before they are regrown (regrowing full cells drifts outward)."""
+
+
+def resolve_refine(refine: str | bool) -> str:
+    """Normalise ``refine``: ``True`` is the paper's level set, ``False`` none; else one of :data:`REFINE_MODES`."""
+    if refine is True:
+        return "levelset"
+    if refine is False or refine is None:
+        return "none"
+    if refine not in REFINE_MODES:
+        raise ValueError(f"`refine` must be one of {REFINE_MODES} (or True/False), got {refine!r}.")
+    return refine
+
+
+def erode_labels(labels: np.ndarray, n_px: int) -> np.ndarray:
+    """Peel ``n_px`` pixel layers off every cell (also where cells touch); cells that would vanish stay whole."""
+    from skimage.segmentation import find_boundaries
+
+    out = np.array(labels, copy=True)
+    for _ in range(max(0, int(n_px))):
+        out[find_boundaries(out, mode="inner")] = 0
+    lost = np.setdiff1d(np.unique(labels), np.unique(out))
+    if lost.size:
+        keep = np.isin(labels, lost)
+        out[keep] = labels[keep]
+    return out
+
+
 def update_labels(
     model: GeneSegNetModel,
     inputs: np.ndarray,
     *,
-    refine: bool = True,
+    refine: str | bool = "levelset",
+    transcripts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pixel_size: float | None = None,
+    max_distance: float = 8.0,
+    smooth: bool = False,
     nu: float = 1.0,
     lambda1: float = 1.0,
     lambda2: float = 1.0,
@@ -98,17 +137,34 @@ def update_labels(
     decode: Mapping[str, Any] | None = None,
     tile: int = 256,
     device: str | torch.device = "auto",
+    seed: int = 0,
 ) -> np.ndarray:
-    """Eq. 3: predict on one training image, decode the cells and refine them with the level set.
+    """Eq. 3: predict on one training image, decode the cells and update them.
+
+    ``refine="grow"``: the decoded cells, eroded by :data:`ANCHOR_EROSION_UM`, are regrown into whole
+    cells with the transcripts (:func:`gsn.models.grow_labels`; needs ``transcripts``), then
+    optionally smoothed by the level set (``smooth``). ``"levelset"``: the paper's Chan-Vese level
+    set (Eqs. 13-14) on the decoded cells. ``"none"``: the decoded cells as they are.
 
     Returns int32 labels numbered ``1..n`` on the grid of ``inputs``.
     """
     from skimage.segmentation import relabel_sequential
 
+    mode = resolve_refine(refine)
+    if mode == "grow" and transcripts is None:
+        raise ValueError('`refine="grow"` needs the transcripts of the training image.')
     maps = predict_maps(model.net, inputs, tile=tile, device=device, progress=False)
     labels = decode_instances(maps.mask, maps.center, maps.offsets, **dict(decode or {}))
-    if refine and labels.any():
+    if labels.any() and mode == "grow":
+        from ._growth import grow_labels
+
+        px = 0.2 if pixel_size is None else float(pixel_size)
+        anchors = erode_labels(labels, int(round(ANCHOR_EROSION_UM / px)))
+        x, y, genes = transcripts
+        labels, _ = grow_labels(anchors, x, y, genes, pixel_size=px, max_distance=max_distance, seed=seed)
+    if labels.any() and (mode == "levelset" or (mode == "grow" and smooth)):
         labels = refine_label_image(labels, nu=nu, lambda1=lambda1, lambda2=lambda2, n_iter=n_iter)
+    if labels.any():
         labels = relabel_sequential(labels)[0]
     return labels.astype(np.int32, copy=False)
 
@@ -183,7 +239,9 @@ def recursive_train(
     *,
     max_rounds: int = 3,
     iou_stop: float = 0.93,
-    refine: bool = True,
+    refine: str | bool = "grow",
+    max_distance: float = 8.0,
+    smooth: bool = False,
     nu: float = 1.0,
     lambda1: float = 1.0,
     lambda2: float = 1.0,
@@ -212,8 +270,17 @@ def recursive_train(
         Upper bound on the number of rounds (each = one :func:`train_network` call).
     iou_stop
         Stop once the mean over the cells of ``Y(t)`` of their best IoU against ``Y(t+1)`` exceeds this.
-    refine, nu, lambda1, lambda2, n_iter
-        Level-set refinement of the predicted cells (Eqs. 13-14, :func:`refine_label_image`).
+    refine
+        How the decoded cells become the next labels (:func:`update_labels`): ``"grow"`` (default)
+        regrows them with the transcripts from eroded anchors (every sample needs ``transcripts``),
+        ``"levelset"`` (or ``True``) is the paper's Chan-Vese refinement (Eqs. 13-14), ``"none"``
+        (or ``False``) keeps them as decoded.
+    max_distance
+        With ``"grow"``: how far (microns) a cell may reach beyond its anchor.
+    smooth
+        With ``"grow"``: also smooth the grown cells with the level set.
+    nu, lambda1, lambda2, n_iter
+        Level-set weights and iterations (:func:`refine_label_image`).
     warm_start
         ``True``: each round continues from the previous round's weights (a new optimiser and
         learning-rate schedule per round). ``False``: each round starts from freshly initialised
@@ -250,10 +317,19 @@ def recursive_train(
         raise ValueError(f"`iou_stop` must be in (0, 1], got {iou_stop}.")
     if not warm_start and init_model is None:
         raise ValueError("`warm_start=False` needs `init_model`, a factory of fresh models.")
+    refine = resolve_refine(refine)
+    if refine == "grow":
+        missing = [s.name for s in samples if s.transcripts is None]
+        if missing:
+            raise ValueError(
+                f'`refine="grow"` regrows cells with the transcripts, but {", ".join(missing)} carry none: '
+                'pass TrainingSample(..., transcripts=(x, y, genes)) or use refine="levelset".'
+            )
     labels = [np.asarray(s.labels) for s in samples]
     if not any(lab.any() for lab in labels):
         raise ValueError("The training labels contain no cells.")
-    fp = fingerprint(samples, {**dict(fingerprint_params or {}), "refine": refine, "nu": nu, "lambda1": lambda1,
+    fp = fingerprint(samples, {**dict(fingerprint_params or {}), "refine": refine, "max_distance": max_distance,
+                               "smooth": smooth, "nu": nu, "lambda1": lambda1,
                                "lambda2": lambda2, "n_iter": n_iter, "warm_start": warm_start,
                                "decode": dict(decode or {}), "seed": seed})  # fmt: skip
     start = 1
@@ -278,14 +354,16 @@ def recursive_train(
             fresh.config.history, fresh.config.rounds = model.config.history, model.config.rounds
             fresh.config.train_params = model.config.train_params
             model = fresh
-        round_samples = [TrainingSample(s.inputs, lab, name=s.name) for s, lab in zip(samples, labels, strict=True)]
+        round_samples = [TrainingSample(s.inputs, lab, name=s.name, transcripts=s.transcripts, pixel_size=s.pixel_size)
+                         for s, lab in zip(samples, labels, strict=True)]  # fmt: skip
         n_before = len(model.history)
         train_network(model, round_samples, seed=seed + t - 1, device=device, **train_kwargs)
         for rec in model.history[n_before:]:
             rec["round"] = t
         t_train = time.perf_counter() - t0
-        new = [update_labels(model, s.inputs, refine=refine, nu=nu, lambda1=lambda1, lambda2=lambda2,
-                             n_iter=n_iter, decode=decode, device=device) for s in samples]  # fmt: skip
+        new = [update_labels(model, s.inputs, refine=refine, transcripts=s.transcripts, pixel_size=s.pixel_size,
+                             max_distance=max_distance, smooth=smooth, nu=nu, lambda1=lambda1, lambda2=lambda2,
+                             n_iter=n_iter, decode=decode, device=device, seed=seed) for s in samples]  # fmt: skip
         # Pool the best IoUs of all samples' cells: the mean over cells of Y(t).
         best = np.concatenate([label_agreement(old, nw)[1] for old, nw in zip(labels, new, strict=True)])
         mean_iou = float(best.mean()) if best.size else float("nan")

@@ -33,11 +33,19 @@ class TrainingSample:
         Instance labels ``(H, W)`` (int, 0 = background) on the same pixel grid.
     name
         Used in messages.
+    transcripts
+        ``(x, y, genes)`` of the transcripts in pixels of this grid (column, row) with integer gene
+        codes, for label updates that regrow cells with the RNA (``refine="grow"`` in
+        :func:`gsn.models.recursive_train`); ``None`` when not needed.
+    pixel_size
+        Microns per pixel of this grid (``None``: unknown), for the growth's distances.
     """
 
     inputs: np.ndarray
     labels: np.ndarray
     name: str = "sample"
+    transcripts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    pixel_size: float | None = None
 
     def __post_init__(self):
         self.inputs = np.asarray(self.inputs, dtype=np.float32)

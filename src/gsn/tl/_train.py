@@ -47,7 +47,10 @@ def train(
     seed: int = 0,
     max_rounds: int = 1,
     iou_stop: float = 0.93,
-    refine: bool = True,
+    prior: Literal["auto", "nuclei", "cells"] = "auto",
+    refine: Literal["grow", "levelset", "none"] | bool = "grow",
+    max_distance: float = 8.0,
+    smooth: bool = False,
     nu: float = 1.0,
     lambda1: float = 1.0,
     lambda2: float = 1.0,
@@ -68,12 +71,15 @@ def train(
     laptop CPU for a small sample with the slim network that ``widths="auto"`` picks there; the
     paper trains 500 epochs per round on a GPU. Raise ``epochs`` for better models.
 
+    Nucleus labels are grown into whole cells with the transcripts before the first round
+    (``prior``, :func:`gsn.tl.grow_cells`), so the network learns whole cells rather than nuclei.
+
     Parameters
     ----------
     sdata
         One SpatialData object, or a list of them (several samples, e.g. fields of view).
     labels_key
-        Labels element with the training cells, on the image's pixel grid.
+        Labels element with the training cells (or nuclei, see ``prior``), on the image's pixel grid.
     image_key, points_key
         Image and transcripts; may be omitted when each object holds exactly one.
     channels
@@ -122,14 +128,29 @@ def train(
     max_rounds
         Rounds of recursive training (paper Eqs. 1-3, Algorithm 1). ``1`` (default): one round on
         ``labels_key``, no label update. Above 1: after each round the model predicts on the
-        training images, the cells are decoded and refined by the level set (``refine``), and the
-        result becomes the next round's labels; each round trains ``epochs x steps_per_epoch`` steps.
+        training images, the cells are decoded and updated (``refine``), and the result becomes the
+        next round's labels; each round trains ``epochs x steps_per_epoch`` steps.
     iou_stop
         Stop once the mean over the cells of round t's labels of their best IoU against round t+1's
         labels exceeds this (0.93 in the paper), or after ``max_rounds``.
-    refine, nu, lambda1, lambda2
-        Level-set refinement of the predicted cells between rounds (Eqs. 13-14; the paper's weights
-        are all 1, see :func:`gsn.tl.refine_labels`); ``refine=False`` uses the decoded cells as they are.
+    prior
+        What ``labels_key`` holds. ``"nuclei"``: nuclei, grown into whole cells with the transcripts
+        before round 1 (``max_distance``); ``"cells"``: whole cells, used as they are; ``"auto"``
+        (default): nuclei when they hold less than half of the transcripts on the image (whole
+        cells hold most; nuclei typically a third), decided per sample and logged. A choice that
+        disagrees with that fraction is warned about.
+    refine
+        How the network's cells become the next round's labels: ``"grow"`` (default) erodes the
+        decoded cells by a few pixels and regrows them with the transcripts (the paper's level set
+        acts on the binary mask and cannot grow cells); ``"levelset"`` (or ``True``) is the paper's
+        Chan-Vese refinement (Eqs. 13-14, :func:`gsn.tl.refine_labels`); ``"none"`` (or ``False``)
+        keeps the decoded cells.
+    max_distance
+        How far (microns) growth may reach beyond a nucleus or an anchor.
+    smooth
+        With ``refine="grow"``: also smooth the grown cells with the level set.
+    nu, lambda1, lambda2
+        Level-set weights (the paper's are all 1).
     warm_start
         ``True``: every round continues from the previous round's weights (cheaper); ``False``: every
         round restarts from freshly initialised weights, as the reference implementation.
@@ -158,9 +179,14 @@ def train(
     import torch
 
     from ..models import Augmentation, GeneSegNetModel, ModelConfig, TrainingSample, train_network
-    from ..models._recursive import check_training_labels
+    from ..models._recursive import check_training_labels, resolve_refine
     from ._segment import image_pixel_size
 
+    if prior not in PRIORS:
+        raise ValueError(f"`prior` must be one of {PRIORS}, got {prior!r}.")
+    resolve_refine(refine)
+    if not np.isfinite(max_distance) or max_distance <= 0:
+        raise ValueError(f"`max_distance` must be a positive number of microns, got {max_distance!r}.")
     samples_in = [sdata] if isinstance(sdata, sd.SpatialData) else list(sdata)
     if not samples_in:
         raise ValueError("No SpatialData objects given.")
@@ -207,7 +233,12 @@ def train(
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(f"Sample {i}: labels {lkey!r} must be integers, got {labels.dtype}.")
         labels = check_training_labels(prep.to_model_frame(labels, order=0), name=f"Sample {i}: labels {lkey!r}")
-        samples.append(TrainingSample(prep.inputs, labels, name=f"sample {i} ({prep.image_key!r})"))
+        transcripts = _model_frame_transcripts(s, prep)
+        px = _model_pixel_size(prep)
+        labels = _prepare_prior(labels, transcripts, px, prior=prior, max_distance=max_distance, seed=seed,
+                                name=f"Sample {i}: labels {lkey!r}")  # fmt: skip
+        samples.append(TrainingSample(prep.inputs, labels, name=f"sample {i} ({prep.image_key!r})",
+                                      transcripts=transcripts, pixel_size=px))  # fmt: skip
         logger.info("Sample %d: %d x %d px, %d cells, %d transcripts", i, *labels.shape, len(np.unique(labels)) - 1,
                     prep.n_transcripts)  # fmt: skip
 
@@ -247,6 +278,8 @@ def train(
         "flip": flip,
         "loss_weights": list(loss_weights),
         "seed": seed,
+        "prior": prior,
+        "max_distance": max_distance,
     }
     train_kwargs = dict(
         epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size, lr=lr,
@@ -256,18 +289,77 @@ def train(
     if max_rounds > 1 or resume or checkpoint is not None:
         from ..models._recursive import recursive_train
 
-        model.config.train_params.update(max_rounds=max_rounds, iou_stop=iou_stop, refine=refine, nu=nu,
-                                         lambda1=lambda1, lambda2=lambda2, warm_start=warm_start)  # fmt: skip
+        model.config.train_params.update(max_rounds=max_rounds, iou_stop=iou_stop, refine=resolve_refine(refine),
+                                         smooth=smooth, nu=nu, lambda1=lambda1, lambda2=lambda2,
+                                         warm_start=warm_start)  # fmt: skip
         fp_params = {k: v for k, v in model.config.train_params.items() if k not in ("max_rounds", "iou_stop")}
         fp_params.update(channels=list(config.channels), widths=list(config.widths), sigma=config.sigma,
                          rna_mode=config.rna_mode, rna_scale=config.rna_scale, pixel_size=config.pixel_size,
                          initial_model=model.identity if model.history or model.rounds else None)  # fmt: skip
         counter = iter(range(1, 10**9))
         model, _ = recursive_train(
-            model, samples, max_rounds=max_rounds, iou_stop=iou_stop, refine=refine, nu=nu, lambda1=lambda1,
+            model, samples, max_rounds=max_rounds, iou_stop=iou_stop, refine=refine, max_distance=max_distance,
+            smooth=smooth, nu=nu, lambda1=lambda1,
             lambda2=lambda2, warm_start=warm_start, checkpoint=checkpoint, resume=resume,
             fingerprint_params=fp_params, init_model=lambda: new_model(seed + next(counter)), seed=seed,
             device=device, **train_kwargs,
         )  # fmt: skip
         return model
     return train_network(model, samples, device=device, seed=seed, **train_kwargs)
+
+
+PRIORS = ("auto", "nuclei", "cells")
+NUCLEI_FRACTION = 0.5
+"""``prior="auto"``: labels holding less than this fraction of the image's transcripts are nuclei."""
+
+
+def _model_frame_transcripts(sdata: sd.SpatialData, prep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Transcripts on the model's pixel grid (column, row) with integer gene codes, for growing cells."""
+    from .._transcripts import transcripts_to_pixels
+
+    tx = transcripts_to_pixels(sdata, prep.points_key, prep.image_key)
+    (h, w), (mh, mw) = prep.shape, prep.model_shape
+    x = tx["x"].to_numpy(np.float64) * (mw / w)
+    y = tx["y"].to_numpy(np.float64) * (mh / h)
+    return x, y, tx["gene"].cat.codes.to_numpy(np.int64)
+
+
+def _model_pixel_size(prep) -> float | None:
+    """Microns per pixel of the model's grid (``None`` when the image's pixel size is unknown)."""
+    return None if prep.pixel_size is None else prep.pixel_size / prep.factor
+
+
+def _fraction_inside(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    h, w = labels.shape
+    rows, cols = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    on = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    if not on.any():
+        return float("nan")
+    return float(np.mean(labels[rows[on], cols[on]] > 0))
+
+
+def _prepare_prior(labels, transcripts, pixel_size, *, prior, max_distance, seed, name) -> np.ndarray:
+    """Round 1's labels: nuclei are grown into whole cells with the transcripts, cells are kept."""
+    from skimage.segmentation import relabel_sequential
+
+    from ..models._growth import grow_labels
+
+    x, y, genes = transcripts
+    frac = _fraction_inside(labels, x, y)
+    looks_like = "nuclei" if frac < NUCLEI_FRACTION else "cells"
+    if prior == "auto":
+        prior = looks_like
+        logger.info("%s hold %.0f%% of the transcripts: taken as %s%s.", name, 100 * frac, prior,
+                    " and grown into whole cells" if prior == "nuclei" else "")  # fmt: skip
+    elif prior != looks_like and np.isfinite(frac):
+        logger.warning(
+            "%s hold %.0f%% of the transcripts, which looks like %s, but prior=%r was given%s.",
+            name, 100 * frac, looks_like, prior,
+            "; they are grown further" if prior == "nuclei" else "; they are used as they are",
+        )  # fmt: skip
+    if prior != "nuclei" or not labels.any() or len(x) == 0:
+        return labels
+    if pixel_size is None:
+        logger.warning("%s: pixel size unknown; growing with 0.2 µm per pixel.", name)
+    grown, _ = grow_labels(labels, x, y, genes, pixel_size=pixel_size, max_distance=max_distance, seed=seed)
+    return relabel_sequential(grown)[0].astype(np.int32, copy=False)
