@@ -11,6 +11,7 @@ from ._metrics import (
     pixel_coverage,
     rna_coverage,
 )
+from ._purity import purity
 from ._segmentation import segmentation
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "key_colors",
     "morphology",
     "pixel_coverage",
+    "purity",
     "rna_coverage",
     "segmentation",
     "training_history",

@@ -8,7 +8,7 @@ from ._grow import grow_cells
 from ._correlation import correlation_reproducibility, gene_correlation
 from ._metrics import cell_calling, genes_per_cell, morphology, pixel_coverage, rna_coverage
 from ._metrics_truth import match_truth
-from ._purity import expansion_curve, marker_genes, mecr
+from ._purity import expansion_curve, marker_genes, mecr, purity
 from ._refine import refine_labels
 from ._segment import segment
 from ._train import train
@@ -27,6 +27,7 @@ __all__ = [
     "marker_genes",
     "match_truth",
     "mecr",
+    "purity",
     "morphology",
     "pixel_coverage",
     "rna_coverage",
