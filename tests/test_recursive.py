@@ -229,7 +229,8 @@ def network_returns(monkeypatch):
     state = {}
     from types import SimpleNamespace
 
-    monkeypatch.setattr(_recursive, "predict_maps", lambda net, inputs, **kw: SimpleNamespace(mask=0, center=0, offsets=0))
+    maps = SimpleNamespace(mask=0, center=0, offsets=0)
+    monkeypatch.setattr(_recursive, "predict_maps", lambda net, inputs, **kw: maps)
     monkeypatch.setattr(_recursive, "decode_instances", lambda *a, **kw: state["labels"].copy())
     return state
 

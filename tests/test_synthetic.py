@@ -207,6 +207,10 @@ def test_prior_labels_are_imperfect(default):
         {"prior_errors": -0.1},
         {"n_genes": 0},
         {"density": 0},
+        {"cytoplasm_rna": -0.5},
+        {"cytoplasm_decay": 0},
+        {"profile_overlap": 1.0},
+        {"weak_nuclei": 1.5},
     ],
 )
 def test_invalid_arguments(kwargs):
@@ -230,3 +234,47 @@ def test_streams_are_independent(small):
     a, b = _arrays(small), _arrays(other)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------- the harder yardstick
+def _profile_corr(sdata) -> float:
+    df = sdata["transcripts"].compute()
+    df = df[df["true_cell_id"] > 0]
+    types = np.asarray(sdata.attrs["gsn_synthetic"]["cell_types"])
+    counts = pd.crosstab(types[df["true_cell_id"].to_numpy() - 1], df["gene"].cat.codes.to_numpy()).to_numpy()
+    prof = counts / counts.sum(axis=1, keepdims=True)
+    return float(np.corrcoef(prof)[np.triu_indices(len(prof), 1)].mean())
+
+
+def test_hard_options_do_what_they_say(default):
+    hard = gsn.datasets.synthetic(**gsn.datasets.HARD)
+    # same geometry: the harder options draw from their own random stream
+    np.testing.assert_array_equal(hard["truth_labels"].values, default["truth_labels"].values)
+
+    def densities(sdata):
+        df = sdata["transcripts"].compute()
+        cells, nuclei = sdata["truth_labels"].values, sdata["truth_nuclei"].values
+        r, c = np.floor(df["y"]).astype(int), np.floor(df["x"]).astype(int)
+        in_nuc = nuclei[r, c] > 0
+        in_cyto = (cells[r, c] > 0) & ~in_nuc
+        return in_nuc.sum() / (nuclei > 0).sum(), in_cyto.sum() / ((cells > 0) & (nuclei == 0)).sum()
+
+    nuc0, cyto0 = densities(default)
+    nuc1, cyto1 = densities(hard)
+    assert nuc0 / cyto0 < 1.6 and nuc1 / cyto1 > 3  # RNA-poor cytoplasm
+    assert _profile_corr(hard) > _profile_corr(default) + 0.2  # overlapping type profiles
+    weak = np.asarray(hard.attrs["gsn_synthetic"]["weak_nucleus_cells"])
+    assert 0.08 < len(weak) / hard["truth_labels"].values.max() < 0.25
+    img0, img1 = default["dapi"].values[0].astype(float), hard["dapi"].values[0].astype(float)
+    nuclei = hard["truth_nuclei"].values
+    is_weak = np.isin(nuclei, weak)
+    assert img1[is_weak].mean() < 0.5 * img0[is_weak].mean()  # weakly stained
+    np.testing.assert_allclose(img1[(nuclei > 0) & ~is_weak].mean(), img0[(nuclei > 0) & ~is_weak].mean(), rtol=0.02)
+
+
+def test_hard_options_off_reproduce_the_default(small):
+    same = gsn.datasets.synthetic(**SMALL, cytoplasm_rna=1.0, cytoplasm_decay=None, profile_overlap=0.0,
+                                  weak_nuclei=0.0)  # fmt: skip
+    pd.testing.assert_frame_equal(same["transcripts"].compute(), small["transcripts"].compute())
+    for k, v in _arrays(small).items():
+        np.testing.assert_array_equal(_arrays(same)[k], v, err_msg=k)

@@ -1,5 +1,5 @@
 """Datasets: synthetic tissue with ground truth."""
 
-from ._synthetic import synthetic
+from ._synthetic import HARD, synthetic
 
-__all__ = ["synthetic"]
+__all__ = ["HARD", "synthetic"]

@@ -61,6 +61,12 @@ _NUCLEUS_BOOST = 1.5
 """Molecule density in the nucleus relative to the cytoplasm."""
 _NB_SHAPE = 5.0
 """Shape of the Gamma mixing distribution for per-cell molecule counts (negative binomial)."""
+_WEAK_BRIGHTNESS = 0.25
+"""Brightness of a weakly stained nucleus relative to its drawn brightness."""
+
+HARD = {"cytoplasm_rna": (0.25, 0.8), "cytoplasm_decay": 6.0, "profile_overlap": 0.6, "weak_nuclei": 0.15}
+"""The harder yardstick: RNA-poor cytoplasm that varies between cells and thins away from the nucleus,
+overlapping type profiles and some weakly stained nuclei (``synthetic(**HARD)``)."""
 _PRIOR_REL_THRESHOLD = 0.3
 """Prior labels: foreground where the background-subtracted image exceeds this fraction of its local maximum."""
 
@@ -322,6 +328,10 @@ def synthetic(
     n_cell_types: int = 5,
     transcripts_per_cell: float = 100.0,
     background_fraction: float = 0.1,
+    cytoplasm_rna: float | tuple[float, float] = 1.0,
+    cytoplasm_decay: float | None = None,
+    profile_overlap: float = 0.0,
+    weak_nuclei: float = 0.0,
     prior_errors: float = 0.1,
     image_noise: float = 0.08,
     blur: float = 1.5,
@@ -368,6 +378,19 @@ def synthetic(
     background_fraction
         Fraction (0 to 1) of all molecules that are background: uniform over the image, flat gene
         profile, ``true_cell_id == 0``.
+    cytoplasm_rna
+        Density of molecules in a cell's cytoplasm relative to the baseline (its nucleus holds
+        1.5x the baseline), drawn per cell from ``(low, high)`` or fixed. Below 1: RNA-poor cytoplasm,
+        whose border is harder to read from the transcripts.
+    cytoplasm_decay
+        If given, the cytoplasm's density also falls off as ``exp(-d / cytoplasm_decay)`` with the
+        distance ``d`` (pixels) from the nucleus' edge: most molecules sit around the nucleus.
+    profile_overlap
+        In [0, 1): how much the cell types' gene profiles are pulled toward their mean (0: distinct
+        types with strong markers; near 1: hardly distinguishable types).
+    weak_nuclei
+        Fraction (0 to 1) of the nuclei stained at a quarter of the usual brightness (missed or
+        clipped by intensity-based priors).
     prior_errors
         Extra errors of the prior labels beyond those of segmenting the noisy image: a fraction
         ``prior_errors / 2`` of the prior nuclei is merged with a neighbour, and another
@@ -423,6 +446,15 @@ def synthetic(
         raise ValueError(f"`nucleus_offset` must be in [0, 1], got {nucleus_offset!r}.")
     if not 0 <= prior_errors <= 1:
         raise ValueError(f"`prior_errors` must be in [0, 1], got {prior_errors!r}.")
+    c_lo, c_hi = _as_range(cytoplasm_rna, "cytoplasm_rna")
+    if c_lo < 0:
+        raise ValueError(f"`cytoplasm_rna` must be >= 0, got {cytoplasm_rna!r}.")
+    if cytoplasm_decay is not None and not cytoplasm_decay > 0:
+        raise ValueError(f"`cytoplasm_decay` must be a positive number of pixels or None, got {cytoplasm_decay!r}.")
+    if not 0 <= profile_overlap < 1:
+        raise ValueError(f"`profile_overlap` must be in [0, 1), got {profile_overlap!r}.")
+    if not 0 <= weak_nuclei <= 1:
+        raise ValueError(f"`weak_nuclei` must be in [0, 1], got {weak_nuclei!r}.")
     if not 0 <= background_fraction < 1:
         raise ValueError(f"`background_fraction` must be in [0, 1), got {background_fraction!r}.")
     if n_genes < 1 or n_cell_types < 1:
@@ -438,8 +470,9 @@ def synthetic(
         raise ValueError(f"`n_cells` must be >= 1, got {n_cells}.")
 
     ss = np.random.SeedSequence(seed)
-    rngs = [np.random.default_rng(s) for s in ss.spawn(7)]
-    rng_seed, rng_shape, rng_type, rng_img, rng_tx, rng_bg, rng_prior = rngs
+    # The 8th stream serves the harder options only, so the defaults reproduce earlier versions exactly.
+    rngs = [np.random.default_rng(s) for s in ss.spawn(8)]
+    rng_seed, rng_shape, rng_type, rng_img, rng_tx, rng_bg, rng_prior, rng_hard = rngs
 
     # 1-2. cells ---------------------------------------------------------------------------------
     yx, r = _place_seeds(rng_seed, (h, w), n_cells, r_lo, r_hi)
@@ -490,6 +523,10 @@ def synthetic(
 
     # 4. image -----------------------------------------------------------------------------------
     bright = np.concatenate([[0.0], rng_img.lognormal(0.0, 0.3, size=k)]).astype(np.float32)
+    weak = np.zeros(k, dtype=bool)
+    if weak_nuclei > 0 and k:
+        weak = rng_hard.uniform(size=k) < weak_nuclei
+        bright[1:][weak] *= _WEAK_BRIGHTNESS
     texture = ndi.gaussian_filter(rng_img.standard_normal((h, w)).astype(np.float32), 1.0)
     texture /= texture.std() + 1e-12
     nr = np.where(nuclei > 0, np.minimum(nrho, 1.0), 1.0)
@@ -511,6 +548,8 @@ def synthetic(
     for t in range(n_cell_types):
         mk = marker_pool[(t * n_markers + np.arange(n_markers)) % n_genes]
         base[t, mk] += rng_tx.uniform(0.5, 1.5, size=n_markers) * 4.0 / n_markers
+    if profile_overlap > 0:
+        base = (1 - profile_overlap) * base + profile_overlap * base.mean(axis=0, keepdims=True)
     base /= base.sum(axis=1, keepdims=True)
     # per-cell profile ~ Dirichlet(200 * type profile), drawn through normalised Gamma variates
     profiles = rng_tx.gamma(base[cell_type] * 200 + 1e-3)
@@ -527,7 +566,16 @@ def synthetic(
     flat = cells.ravel()
     order = np.argsort(flat, kind="stable")
     order = order[flat[order] > 0]
-    wts = np.where(nuclei.ravel()[order] > 0, _NUCLEUS_BOOST, 1.0)
+    cyto = 1.0
+    if (c_lo, c_hi) != (1.0, 1.0) or cytoplasm_decay is not None:
+        level = np.concatenate([[0.0], rng_hard.uniform(c_lo, c_hi, size=k)])[flat[order]]
+        cyto = level
+        if cytoplasm_decay is not None:
+            # pixels beyond the nucleus edge, from the owner's nucleus coordinate (1 = on the edge)
+            nuc_r = np.sqrt(na * nb)[idx]
+            beyond = np.maximum(nrho.ravel()[order] - 1.0, 0.0) * np.concatenate([[0.0], nuc_r])[flat[order]]
+            cyto = level * np.exp(-beyond / cytoplasm_decay)
+    wts = np.where(nuclei.ravel()[order] > 0, _NUCLEUS_BOOST, cyto)
     cum = np.cumsum(wts)
     starts = np.concatenate([[0.0], cum])[np.searchsorted(flat[order], np.arange(1, k + 1), side="left")]
     ends = cum[np.searchsorted(flat[order], np.arange(1, k + 1), side="right") - 1] if k else starts
@@ -594,6 +642,11 @@ def synthetic(
         "n_cell_types": int(n_cell_types),
         "transcripts_per_cell": float(transcripts_per_cell),
         "background_fraction": float(background_fraction),
+        "cytoplasm_rna": [c_lo, c_hi],
+        "cytoplasm_decay": None if cytoplasm_decay is None else float(cytoplasm_decay),
+        "profile_overlap": float(profile_overlap),
+        "weak_nuclei": float(weak_nuclei),
+        "weak_nucleus_cells": [int(i) + 1 for i in np.flatnonzero(weak)],
         "prior_errors": float(prior_errors),
         "image_noise": float(image_noise),
         "blur": float(blur),
