@@ -84,3 +84,27 @@ def test_errors(synth):
         train_network(GeneSegNetModel(), [], progress=False)
     with pytest.raises(KeyError):
         train(synth, labels_key="nope", epochs=1, **FAST)
+
+
+def test_starting_model_is_the_default_where_it_fits(synth, caplog):
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel
+
+    from gsn.tl._train import _starting_model
+
+    default = _starting_model("default", synth, image_key=None, channels=None, widths_given=False)
+    assert default.identity == gsn.models.load("default").identity
+    assert _starting_model("default", synth, image_key=None, channels=None, widths_given=True) is None
+    two = sd.SpatialData(images={"img": Image2DModel.parse(np.zeros((2, 32, 32), np.uint16), dims=("c", "y", "x"))})
+    with caplog.at_level("INFO", logger="gsn"):
+        assert _starting_model("default", two, image_key=None, channels=None, widths_given=False) is None
+    assert "2 channels and the default model 1" in caplog.text
+    assert _starting_model(None, synth, image_key=None, channels=None, widths_given=False) is None
+
+
+def test_fine_tunes_the_default_model(synth):
+    start = gsn.models.load("default")
+    model = train(synth, labels_key="truth_labels", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64)
+    assert model.config.widths == start.config.widths and model.config.pixel_size == start.config.pixel_size
+    assert model.identity != start.identity  # trained
+    assert model.config.train_params["lr"] == gsn.tl._train.FINE_TUNE_LR

@@ -32,7 +32,7 @@ def train(
     epochs: int = 10,
     steps_per_epoch: int = 25,
     batch_size: int = 8,
-    lr: float = 1e-3,
+    lr: float | None = None,
     weight_decay: float = 1e-5,
     widths: Sequence[int] | Literal["auto"] = "auto",
     scale_range: tuple[float, float] = (0.75, 1.25),
@@ -42,7 +42,7 @@ def train(
     center_sigma: float = 2.0,
     norm_percentiles: tuple[float, float] = (1.0, 99.8),
     pixel_size: float | None = None,
-    model: GeneSegNetModel | None = None,
+    model: GeneSegNetModel | str | os.PathLike | None = "default",
     device: str = "auto",
     seed: int = 0,
     max_rounds: int = 1,
@@ -99,7 +99,8 @@ def train(
         Crops per step (8 in the paper).
     lr, weight_decay
         AdamW learning rate and weight decay (1e-3 and 1e-5 in the paper); the learning rate warms
-        up linearly and then follows a cosine decay.
+        up linearly and then follows a cosine decay. ``lr=None``: 1e-3 for fresh weights,
+        :data:`FINE_TUNE_LR` when starting from a trained model (a large rate first unlearns it).
     widths
         Channel widths of the four U-Net scales. ``"auto"``: the paper's ``(32, 64, 128, 256)``
         (``gsn.models.DEFAULT_WIDTHS``) when training on a CUDA GPU, else the 4x cheaper
@@ -117,9 +118,14 @@ def train(
         the transformation of its image; other samples of a known, different pixel size are
         resampled to it.
     model
-        Continue training this model (warm start) instead of a new one; its channels, widths,
-        RNA map settings, normalisation and pixel size are used and the corresponding arguments are
-        ignored.
+        The starting point. ``"default"`` (default): the model that ships with gsn, fine-tuned on
+        these labels: it already finds nuclei and cells, so a few hundred steps on a CPU adapt it to
+        the sample, where fresh weights need thousands; it is used when the image has as many
+        channels as the model (one nucleus stain) and ``widths`` is left at ``"auto"``, and fresh
+        weights are used otherwise (logged). A :class:`gsn.models.GeneSegNetModel` or a saved
+        model's path: continue training that model (it is trained in place). ``None``: fresh weights.
+        With a starting model its channels, widths, RNA map settings, normalisation and pixel size
+        are used and the corresponding arguments are ignored.
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
     seed
@@ -193,12 +199,16 @@ def train(
     if not all(isinstance(s, sd.SpatialData) for s in samples_in):
         raise TypeError("`sdata` must be a SpatialData object or a list of them.")
 
+    widths_given = not (isinstance(widths, str) and widths == "auto")
     if isinstance(widths, str):
         if widths != "auto":
             raise ValueError(f"`widths` must be a sequence of integers or 'auto', got {widths!r}.")
         from ..models import DEFAULT_WIDTHS, SLIM_WIDTHS, resolve_device
 
         widths = DEFAULT_WIDTHS if resolve_device(device).type == "cuda" else SLIM_WIDTHS
+    model = _starting_model(model, samples_in[0], image_key=image_key, channels=channels, widths_given=widths_given)
+    if lr is None:
+        lr = 1e-3 if model is None else FINE_TUNE_LR
     if model is not None:
         cfg = model.config
         sigma, pixel_size = cfg.sigma, cfg.pixel_size
@@ -308,6 +318,9 @@ def train(
     return train_network(model, samples, device=device, seed=seed, **train_kwargs)
 
 
+FINE_TUNE_LR = 2e-4
+"""Learning rate when ``train`` starts from a trained model and ``lr`` is not given."""
+
 PRIORS = ("auto", "nuclei", "cells")
 NUCLEI_FRACTION = 0.5
 """``prior="auto"``: labels holding less than this fraction of the image's transcripts are nuclei."""
@@ -363,3 +376,24 @@ def _prepare_prior(labels, transcripts, pixel_size, *, prior, max_distance, seed
         logger.warning("%s: pixel size unknown; growing with 0.2 µm per pixel.", name)
     grown, _ = grow_labels(labels, x, y, genes, pixel_size=pixel_size, max_distance=max_distance, seed=seed)
     return relabel_sequential(grown)[0].astype(np.int32, copy=False)
+
+
+def _starting_model(model, sdata: sd.SpatialData, *, image_key, channels, widths_given: bool):
+    """Resolve ``model``: the shipped model where it fits the image, a given model or file, or ``None`` (fresh)."""
+    from .._elements import get_image
+    from ..models import GeneSegNetModel, as_model
+
+    if model is None or isinstance(model, GeneSegNetModel):
+        return model
+    if isinstance(model, str) and model == "default":
+        if widths_given:
+            logger.info("`widths` given: training a new network instead of fine-tuning the default model.")
+            return None
+        default = as_model("default")
+        n_channels = len(channels) if channels is not None else get_image(sdata, image_key)[1].sizes["c"]
+        if n_channels != len(default.config.channels):
+            logger.info("The image has %d channels and the default model %d (%s): training from fresh weights.",
+                        n_channels, len(default.config.channels), ", ".join(default.config.channels))  # fmt: skip
+            return None
+        return default
+    return as_model(model)
