@@ -1,11 +1,13 @@
 """Whole cells, not nuclei: transcript-aware growth against nuclei expansion, on synthetic truth and real crops.
 
-Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--seeds 101 102]``
-(both parts by default; about 5 minutes on a 2-core CPU).
+Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--train] [--seeds 101 102]``
+(both parts by default; about 5 minutes on a 2-core CPU without ``--train``, which adds own-sample
+training, ``gsn.tl.train`` with its defaults on each sample's own prior, a few minutes per sample).
 
 Synthetic (held-out seeds, never used to choose any constant of the method): sparse (about 30
-transcripts per cell) and dense (about 200) tissue, 512 x 512 px at 0.5 µm (a harder simulator, with RNA-poor cytoplasm and overlapping
-profiles, is still to come). Rows: the prior nuclei,
+transcripts per cell) and dense (about 200) tissue, 512 x 512 px at 0.5 µm, each also in the harder
+variant ``gsn.datasets.HARD`` (RNA-poor cytoplasm varying between cells, overlapping type profiles,
+weakly stained nuclei). Rows: the prior nuclei,
 the best fixed expansion of the prior (the radius chosen on the truth: an oracle), ``grow_cells``
 on the prior, and default ``gsn.tl.segment`` (network + growth). Scores: mean IoU of matched cells
 (IoU >= 0.5), F1 at 0.5, and transcripts assigned to their true cell (``match_truth``'s
@@ -55,13 +57,24 @@ def _truth_scores(sdata, key: str) -> dict:
     }
 
 
-def synthetic_part(seeds: list[int]) -> list[dict]:
+def _own_training(sdata) -> tuple[object, float]:
+    """``gsn.tl.train`` with its defaults on the sample's own prior; the model and the seconds it took."""
+    import gsn
+
+    t0 = time.perf_counter()
+    model = gsn.tl.train(sdata, labels_key="prior_labels")
+    return model, time.perf_counter() - t0
+
+
+def synthetic_part(seeds: list[int], train: bool = False) -> list[dict]:
+    """Mean truth scores per regime over the seeds."""
     from skimage.segmentation import expand_labels
 
     import gsn
 
     rows = []
     regimes = {"sparse": {"transcripts_per_cell": 30.0}, "dense": {"transcripts_per_cell": 200.0}}
+    regimes.update({f"hard {k}": {**v, **gsn.datasets.HARD} for k, v in list(regimes.items())})
     for regime, kw in regimes.items():
         acc: dict[str, list[dict]] = {}
         for seed in seeds:
@@ -81,12 +94,18 @@ def synthetic_part(seeds: list[int]) -> list[dict]:
             t0 = time.perf_counter()
             gsn.tl.segment(sdata)
             t_seg = time.perf_counter() - t0
+            extra = []
+            if train:
+                model, t_train = _own_training(sdata)
+                gsn.tl.segment(sdata, model, key_added="own")
+                extra = [("own-sample training + segment", {**_truth_scores(sdata, "own"), "s": round(t_train, 1)})]
             for name, s in (
                 ("truth (ceiling)", _truth_scores(sdata, "truth")),
                 ("prior nuclei", _truth_scores(sdata, "prior")),
                 (f"best expansion (r = {best_r} px, oracle)", best),
                 ("grow_cells(prior)", {**_truth_scores(sdata, "grown"), "s": round(t_grow, 1)}),
                 ("segment (default)", {**_truth_scores(sdata, "genesegnet"), "s": round(t_seg, 1)}),
+                *extra,
             ):
                 acc.setdefault(name.split(" (r =")[0], []).append({"label": name, **s})
         for name, runs in acc.items():
@@ -99,16 +118,18 @@ def synthetic_part(seeds: list[int]) -> list[dict]:
     return rows
 
 
-def _real_row(sdata, name, key, markers, curve, area_key=None):
+def _real_row(sdata, name, key, markers, curve):
+    """One real-crop row: cells, fraction in cells, MECR against the expansion curve, cell calling, area."""
     import gsn
 
     table = gsn.tl.compare(sdata, [key])
-    get = lambda m, s, lvl=None: float(  # noqa: E731
-        table[(table.metric == m) & (table.stat == s) & ((table.level == lvl) if lvl is not None else True)].value.iloc[0]
-    )
-    frac = get("transcripts_in_cells", "fraction")
-    value = gsn.tl.mecr(sdata, key, markers)
-    ref = float(np.interp(frac, curve["transcripts_in_cells"], curve["mecr"]))
+
+    def get(metric, stat, level=None):
+        rows = table[(table.metric == metric) & (table.stat == stat)]
+        return float((rows if level is None else rows[rows.level == level]).value.iloc[0])
+
+    pure = gsn.tl.purity(sdata, [key], markers, reference=curve).iloc[0]
+    frac, value, ref = pure["transcripts_in_cells"], pure["mecr"], pure["reference_mecr"]
     return {
         "segmentation": name,
         "cells": int(get("n_cells", "value")),
@@ -121,7 +142,8 @@ def _real_row(sdata, name, key, markers, curve, area_key=None):
     }
 
 
-def real_part() -> list[dict]:
+def real_part(train: bool = False) -> list[dict]:
+    """Rows for each real crop, markers derived once from its prior."""
     import gsn
 
     rows = []
@@ -144,6 +166,13 @@ def real_part() -> list[dict]:
             {**_real_row(sdata, "segment (default)", "genesegnet", markers, curve), "s": round(t_seg, 1)},
             _real_row(sdata, "grow_cells(prior)", "prior_grown", markers, curve),
         ]
+        if train:
+            model, t_train = _own_training(sdata)
+            gsn.tl.segment(sdata, model, key_added="own")
+            rounds = model.rounds or [{}]
+            out.append({**_real_row(sdata, "own-sample training + segment", "own", markers, curve),
+                        "s": round(t_train, 1), "prior cells": int(sdata["prior_table"].n_obs),
+                        "rounds with no cells": sum(1 for r in rounds if r.get("n_cells", 1) == 0)})  # fmt: skip
         tx = sdata["transcripts"]
         if "cell_id" in tx.columns and folder.startswith("xenium"):
             vendor = tx["cell_id"].compute()
@@ -158,18 +187,20 @@ def real_part() -> list[dict]:
 
 
 def main() -> None:
+    """Parse the arguments and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--real", action="store_true")
+    parser.add_argument("--train", action="store_true", help="add own-sample training rows (slow)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
     args = parser.parse_args()
     both = not (args.synthetic or args.real)
     logging.getLogger("gsn").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     if both or args.synthetic:
-        _print(synthetic_part(args.seeds), f"Synthetic, held-out seeds {args.seeds} (means)")
+        _print(synthetic_part(args.seeds, args.train), f"Synthetic, held-out seeds {args.seeds} (means)")
     if both or args.real:
-        _print(real_part(), "Real crops (markers from the prior's cells, shared by every row)")
+        _print(real_part(args.train), "Real crops (markers from the prior's cells, shared by every row)")
 
 
 if __name__ == "__main__":

@@ -288,19 +288,33 @@ def test_erode_labels_keeps_every_cell():
     assert not np.any((out[:, 11:13] > 0) & (out[:, 12:14] > 0))  # a gap opens where the cells touched
 
 
-def test_prior_nuclei_are_grown_before_round_one(synth, caplog):
+def test_prior_kind_detection_and_growth(synth, caplog):
     from gsn.tl._train import _prepare_prior
 
     prior = check_training_labels(np.asarray(synth.labels["prior_labels"].values))
     truth = check_training_labels(np.asarray(synth.labels["truth_labels"].values))
     tx = _tx(synth)
     kw = {"max_distance": 8.0, "seed": 0, "name": "labels"}
-    grown = _prepare_prior(prior, tx, 0.5, prior="auto", **kw)
-    assert len(np.unique(grown)) == len(np.unique(prior)) and np.count_nonzero(grown) > 1.5 * np.count_nonzero(prior)
-    np.testing.assert_array_equal(_prepare_prior(truth, tx, 0.5, prior="auto", **kw), truth)  # whole cells: kept
-    np.testing.assert_array_equal(_prepare_prior(prior, tx, 0.5, prior="cells", **kw), prior)
+    same, kind = _prepare_prior(prior, tx, 0.5, prior="auto", grow=False, **kw)
+    assert kind == "nuclei" and same is prior  # nuclei are learnt as nuclei by default
+    grown, kind = _prepare_prior(prior, tx, 0.5, prior="auto", grow=True, **kw)
+    assert kind == "cells" and len(np.unique(grown)) == len(np.unique(prior))
+    assert np.count_nonzero(grown) > 1.5 * np.count_nonzero(prior)
+    kept, kind = _prepare_prior(truth, tx, 0.5, prior="auto", grow=True, **kw)  # whole cells are not grown
+    assert kind == "cells" and kept is truth
     with caplog.at_level("WARNING", logger="gsn"):
-        _prepare_prior(truth, tx, 0.5, prior="nuclei", **kw)
+        _prepare_prior(truth, tx, 0.5, prior="nuclei", grow=False, **kw)
     assert "looks like cells, but prior='nuclei'" in caplog.text
     with pytest.raises(ValueError, match="`prior` must be one of"):
         train(synth, labels_key="prior_labels", **{**FAST, "prior": "nucleus"})
+
+
+def test_refine_auto_follows_what_the_network_learns(synth, growing):
+    prior = np.asarray(synth.labels["prior_labels"].values)
+    growing.current = [prior, prior]
+    nuclei = train(synth, labels_key="prior_labels", max_rounds=2, iou_stop=0.99, **{**FAST, "prior": "nuclei"})
+    assert growing.calls[0]["refine"] == "levelset" and nuclei.config.train_params["labels_kind"] == "nuclei"
+    growing.calls.clear()
+    grown = train(synth, labels_key="prior_labels", max_rounds=2, iou_stop=0.99, grow_prior=True,
+                  **{**FAST, "prior": "nuclei"})  # fmt: skip
+    assert growing.calls[0]["refine"] == "grow" and grown.config.train_params["labels_kind"] == "cells"
