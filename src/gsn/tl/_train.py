@@ -161,6 +161,10 @@ def train(
     from ..models._recursive import check_training_labels
     from ._segment import image_pixel_size
 
+    if checkpoint is not None:
+        from ..models._recursive import check_checkpoint_path
+
+        check_checkpoint_path(checkpoint)
     samples_in = [sdata] if isinstance(sdata, sd.SpatialData) else list(sdata)
     if not samples_in:
         raise ValueError("No SpatialData objects given.")
