@@ -102,4 +102,7 @@ def assign_transcripts(
     if not inplace:
         return ids
     set_points_column(sdata, points_key, column, ids)
+    from ..io._write import warn_points_column_in_memory
+
+    warn_points_column_in_memory(sdata, points_key, column)
     return None

@@ -16,7 +16,7 @@ from .._constants import UNS_KEY, Key
 from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_values
 from .._logging import logger
 from .._transcripts import check_genes
-from ..io._write import add_elements
+from ..io._write import add_elements, warn_points_column_in_memory
 from ._aggregate import build_table, count_matrix, label_stats
 from ._assign import _cell_ids, set_points_column
 from ._boundaries import labels_to_polygons
@@ -86,18 +86,18 @@ def _segmentation_elements(
 
 def _write(sdata, key, elements, points_key, ids, *, overwrite: bool) -> None:
     if elements.get(Key.boundaries(key)) is None:
-        # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table.
+        # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table,
+        # and drops the boundaries of an earlier result it replaces (None: remove).
         elements.pop(Key.boundaries(key), None)
         if overwrite and Key.boundaries(key) in sdata:
-            del sdata[Key.boundaries(key)]
+            elements[Key.boundaries(key)] = None
+    # The table goes last: whoever sees the table sees the elements it describes.
+    table = elements.pop(Key.table(key), None)
+    elements = {**elements, Key.table(key): table} if table is not None else elements
     add_elements(sdata, elements, overwrite=overwrite)
     if ids is not None:
         set_points_column(sdata, points_key, Key.cell_id(key), ids)
-        if sdata.is_backed():
-            logger.info(
-                "Column %r was added to %r in memory only: the points on disk are left untouched. "
-                "Persist it with `sdata.write(new_path)`.", Key.cell_id(key), points_key,
-            )  # fmt: skip
+        warn_points_column_in_memory(sdata, points_key, Key.cell_id(key))
 
 
 def _check_outputs(
