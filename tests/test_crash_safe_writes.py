@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import spatialdata as sd
 import zarr
+from tests.conftest import tiny_sdata
 
 import gsn
 import gsn.io._write as write_mod
 from gsn.io._write import KILL_AT_ENV, STAGING_DIR, consolidate
-from tests.conftest import tiny_sdata
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -152,6 +152,8 @@ def test_killed_overwrite_rolls_back_to_the_old_result(tmp_path, kill_at):
 
 
 class Boom(RuntimeError):
+    """The failure injected at a write point."""
+
     pass
 
 
