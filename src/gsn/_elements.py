@@ -131,15 +131,59 @@ def get_labels(sdata: sd.SpatialData, labels_key: str | None = None) -> tuple[st
     return key, _scale0(element)
 
 
-def check_free(sdata: sd.SpatialData, names: Sequence[str], *, overwrite: bool) -> None:
-    """Refuse to replace existing elements unless ``overwrite=True``.
+def label_values(sdata: sd.SpatialData, labels_key: str | None = None) -> tuple[str, DataArray, np.ndarray]:
+    """Key, element and validated values of a labels element: the one check of labels at every public call.
+
+    The values are integer cell ids, 0 for background, no negatives and no ids far above the number
+    of pixels (see :func:`gsn.tl._metrics_core.as_labels`); anything else raises an error naming the element.
+    """
+    from .tl._metrics_core import as_labels
+
+    key, element = get_labels(sdata, labels_key)
+    if element.dtype.kind not in "iu":  # refuse before loading the values
+        as_labels(np.zeros((1, 1), element.dtype), name=f"Labels {key!r}", allow_mask=False)
+    return key, element, as_labels(np.asarray(element.values), name=f"Labels {key!r}", allow_mask=False)
+
+
+def check_free(
+    sdata: sd.SpatialData, names: Sequence[str], *, overwrite: bool, inputs: Sequence[str | None] = ()
+) -> None:
+    """Refuse to replace existing elements unless ``overwrite=True``, and the inputs of the call always.
 
     spatialdata requires names to be unique across element types, so any element type counts.
+    ``inputs`` are the elements the call reads; ``overwrite=True`` may replace an earlier result,
+    never one of them.
     """
+    clash = [n for n in names if n in {i for i in inputs if i is not None}]
+    if clash:
+        raise ValueError(
+            f"Element(s) {clash} are inputs of this call and would be replaced by its results, even with "
+            "`overwrite=True`; choose another `key_added`."
+        )
     if overwrite:
         return
     taken = [n for n in names if n in sdata]
     if taken:
         raise ValueError(
             f"Element(s) {taken} already exist; pass `overwrite=True` to replace them or choose another `key_added`."
+        )
+
+
+def check_points_column(points: Any, points_key: str, column: str, *, overwrite: bool) -> None:
+    """Refuse a new points column that exists (unless ``overwrite=True``) or is one of the points' own columns.
+
+    Coordinates, the gene column and the instance key are what the points are; ``overwrite=True``
+    replaces an earlier result column, never one of those.
+    """
+    attrs = points.attrs.get("spatialdata_attrs", {})
+    own = {"x", "y", "z", attrs.get("feature_key"), attrs.get("instance_key"), "gene"}
+    if column in own:
+        raise ValueError(
+            f"Column {column!r} of points {points_key!r} holds their coordinates, genes or ids and is never "
+            "replaced, even with `overwrite=True`; choose another `key_added`."
+        )
+    if column in points.columns and not overwrite:
+        raise ValueError(
+            f"Points {points_key!r} already have a column {column!r}; pass `overwrite=True` or choose another "
+            "`key_added`."
         )

@@ -47,6 +47,23 @@ def apply_affine(matrix: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.n
     return matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2], matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
 
 
+# Transcripts spanning less than this fraction of the image along both axes are most likely in
+# another unit than the transformations say (e.g. microns given an identity transformation).
+_MIN_EXTENT_FRACTION = 0.5
+_MIN_POINTS_FOR_EXTENT = 20
+
+
+def check_genes(genes: pd.Series, *, points_key: str, column: str) -> None:
+    """Refuse transcripts without a gene: they would get a cell but be missing from every count."""
+    n_nan = int(genes.isna().sum())
+    if n_nan:
+        raise ValueError(
+            f"{n_nan} of {len(genes)} transcripts in {points_key!r} have no gene (NaN in column {column!r}); they "
+            f"would be assigned to cells but not counted. Drop them (`df.dropna(subset=[{column!r}])`) or give them "
+            "a gene name, then parse the points again."
+        )
+
+
 def check_coordinates(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, points_key: str, image_key: str):
     """Validate pixel coordinates and return the boolean mask of those inside the image.
 
@@ -72,9 +89,22 @@ def check_coordinates(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, p
         )
     if n_out:
         logger.warning(
-            "%d of %d transcripts (%.2f%%) of %r fall outside image %r (%d x %d px) and are ignored.",
-            n_out, len(x), 100 * n_out / len(x), points_key, image_key, h, w,
+            "%d of %d transcripts (%.2f%%) of %r fall outside image %r (%d x %d px) and are ignored "
+            "(transcripts span x %.1f..%.1f, y %.1f..%.1f in the image's pixels).",
+            n_out, len(x), 100 * n_out / len(x), points_key, image_key, h, w, np.min(x), np.max(x), np.min(y),
+            np.max(y),
         )  # fmt: skip
+    elif len(x) >= _MIN_POINTS_FOR_EXTENT:
+        span_x, span_y = float(np.ptp(x)), float(np.ptp(y))
+        if span_x < _MIN_EXTENT_FRACTION * w and span_y < _MIN_EXTENT_FRACTION * h:
+            logger.warning(
+                "The transcripts of %r span only x %.1f..%.1f, y %.1f..%.1f of image %r, which is x 0..%d, y 0..%d "
+                "px (%.0f%% x %.0f%% of it). If that is not the tissue's layout, the points and the image are in "
+                "different units: check that both carry the right transformation to a shared coordinate system "
+                "(e.g. a Scale of the pixel size on the image when the transcripts are in microns).",
+                points_key, np.min(x), np.max(x), np.min(y), np.max(y), image_key, w, h, 100 * span_x / w,
+                100 * span_y / h,
+            )  # fmt: skip
     return inside
 
 
@@ -109,6 +139,7 @@ def transcripts_to_pixels(
     gcol = gene_column(points, points_key)
     df = points[["x", "y", gcol]].compute()
     gene = df[gcol]
+    check_genes(gene, points_key=points_key, column=gcol)
     gene = gene.astype("category") if not isinstance(gene.dtype, pd.CategoricalDtype) else gene
     x = df["x"].to_numpy(dtype=np.float64)
     y = df["y"].to_numpy(dtype=np.float64)

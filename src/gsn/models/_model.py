@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._logging import logger
@@ -29,8 +30,25 @@ def _gsn_version() -> str:
         return "unknown"
 
 
+def _available_devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn ``"auto"`` (or ``None``) into CUDA, then Apple MPS, then CPU; pass anything else to torch."""
+    """Turn ``"auto"`` (or ``None``) into CUDA, then Apple MPS, then CPU; check that any other device exists.
+
+    Raises
+    ------
+    ValueError
+        If the device is not a torch device name, or names a CUDA/MPS device this machine does not
+        have; the message lists the devices that are available.
+    """
     if device is None or (isinstance(device, str) and device == "auto"):
         from .._settings import settings
 
@@ -42,7 +60,25 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    available = _available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"`device={device!r}` is not a torch device; available here: {available} or 'auto'.") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(
+                f"`device={device!r}`: CUDA is not available ({why}); available devices: {available}. "
+                "Use device='auto' or 'cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"`device={device!r}`: there are {torch.cuda.device_count()} CUDA devices; available: {available}."
+            )
+    elif dev.type == "mps" and "mps" not in available:
+        raise ValueError(f"`device={device!r}`: Apple MPS is not available; available devices: {available}.")
+    return dev
 
 
 @dataclass
@@ -256,7 +292,35 @@ def _config_from_dict(cfg: Any, where: str) -> ModelConfig:
         raise ValueError(f"{where}: field 'config.channels' is empty.")
     if len(known["widths"]) < 2 or any(w < 1 for w in known["widths"]):
         raise ValueError(f"{where}: field 'config.widths' must hold at least two positive integers.")
+    positive = ["offset_scale", "sigma", "center_sigma", "pixel_size"]
+    if not isinstance(known.get("rna_scale", 1.0), str):
+        positive.append("rna_scale")
+    for name in positive:
+        value = known.get(name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{where}: field 'config.{name}' must be a positive finite number, got {value!r}.")
+    if known.get("rna_scale") not in (None, "auto") and isinstance(known["rna_scale"], str):
+        raise ValueError(f"{where}: field 'config.rna_scale' must be a number or 'auto', got {known['rna_scale']!r}.")
+    if known.get("rna_mode", "sum") not in ("sum", "max"):
+        raise ValueError(f"{where}: field 'config.rna_mode' must be 'sum' or 'max', got {known['rna_mode']!r}.")
+    low, high = known["norm_low"], known["norm_high"]
+    if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high <= 100):
+        raise ValueError(
+            f"{where}: fields 'config.norm_low' and 'config.norm_high' must be percentiles with "
+            f"0 <= low < high <= 100, got {low!r} and {high!r}."
+        )
     return ModelConfig(**known)
+
+
+def _check_weights(state: dict, where: str) -> None:
+    """Every tensor of a state dict finite: a NaN weight makes a network that silently finds no cell."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"{where}: field 'state_dict' has NaN or infinite values in {len(bad)} tensor(s) "
+            f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the file is damaged or training diverged."
+        )
 
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
@@ -315,6 +379,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Gene
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise ValueError(f"{where}: the model file has no field 'state_dict'.")
+    _check_weights(state, where)
     model = GeneSegNetModel(config, source=str(path))
     try:
         model.net.load_state_dict(state, strict=True)

@@ -49,17 +49,11 @@ def check_training_labels(
     """
     from skimage.segmentation import relabel_sequential
 
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{name}: expected a 2D label image, got shape {labels.shape}.")
+    from ..tl._metrics_core import as_labels
+
+    labels = as_labels(labels, name=name, allow_mask=False, large_ids=True)
     if shape is not None and labels.shape != tuple(shape):
         raise ValueError(f"{name}: labels of shape {labels.shape} do not match the image's shape {tuple(shape)}.")
-    if labels.dtype.kind == "b":
-        raise TypeError(f"{name}: labels are a boolean mask; label every cell with its own positive integer id.")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name}: labels must be integers, got {labels.dtype}.")
-    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
-        raise ValueError(f"{name}: labels have negative values; 0 must be background and cells positive ids.")
     if not labels.any():
         return labels.astype(np.int32)
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -204,6 +198,25 @@ def save_checkpoint(path, model: GeneSegNetModel, labels: Sequence[np.ndarray], 
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def check_checkpoint_path(path) -> None:
+    """Refuse a checkpoint path that holds something other than a gsn checkpoint: it would be overwritten."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"`checkpoint={str(path)!r}` is a folder; give a file path for the checkpoint.")
+    if not path.exists():
+        return
+    why = "it holds something else"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is not ours
+        payload, why = None, f"not a readable torch file: {type(e).__name__}"
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"`checkpoint={str(path)!r}` exists and is not a gsn training checkpoint ({why}); it would be "
+            "overwritten. Choose another path (or delete the file yourself)."
+        )
 
 
 def load_checkpoint(path, fp: Mapping[str, Any]) -> tuple[GeneSegNetModel, list[np.ndarray], bool]:

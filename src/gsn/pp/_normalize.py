@@ -30,6 +30,27 @@ def percentiles(arr, low: float = 1.0, high: float = 99.8) -> tuple[float, float
     return float(lo), float(hi)
 
 
+def warn_missing_pixels(arr, image_key: str) -> int:
+    """Count the NaN or infinite pixels of an image (numpy or dask) and warn when there are any.
+
+    Such pixels are treated as missing: :func:`normalize_array` maps them to 0 (background), so
+    the rest of the image is segmented as usual. Integer images cannot have any and cost nothing.
+    """
+    if np.dtype(arr.dtype).kind not in "fc":
+        return 0
+    bad = ~da.isfinite(arr) if isinstance(arr, da.Array) else ~np.isfinite(np.asarray(arr))
+    n = int(bad.sum().compute() if isinstance(bad, da.Array) else bad.sum())
+    if n:
+        total = int(np.prod(arr.shape))
+        if n == total:
+            raise ValueError(f"Image {image_key!r} has no finite pixel values (all {total} are NaN or infinite).")
+        logger.warning(
+            "Image %r has %d NaN or infinite pixel(s) (%.3g%% of %d); they are treated as missing (background).",
+            image_key, n, 100 * n / total, total,
+        )  # fmt: skip
+    return n
+
+
 def normalize_array(arr, low: float = 1.0, high: float = 99.8, *, levels: tuple[float, float] | None = None):
     """Scale an image to [0, 1] by whole-image percentiles, clipping outside them.
 
@@ -45,14 +66,20 @@ def normalize_array(arr, low: float = 1.0, high: float = 99.8, *, levels: tuple[
     Returns
     -------
     float32 array of the same shape and kind (numpy in, numpy out; dask in, dask out). A flat
-    image (``hi <= lo``) becomes all zeros rather than dividing by zero.
+    image (``hi <= lo``) becomes all zeros rather than dividing by zero. NaN or infinite pixels
+    are missing values and become 0, so they cannot spread through filters or the network.
     """
     lo, hi = levels if levels is not None else percentiles(arr, low, high)
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     if isinstance(arr, da.Array):
-        return da.clip((arr.astype(np.float32) - np.float32(lo)) * np.float32(scale), 0, 1)
-    out = (np.asarray(arr, dtype=np.float32) - np.float32(lo)) * np.float32(scale)
-    return np.clip(out, 0, 1, out=out)
+        out = da.clip((arr.astype(np.float32) - np.float32(lo)) * np.float32(scale), 0, 1)
+        return da.where(da.isfinite(arr), out, np.float32(0)) if np.dtype(arr.dtype).kind in "fc" else out
+    arr = np.asarray(arr)
+    out = (arr.astype(np.float32) - np.float32(lo)) * np.float32(scale)
+    out = np.clip(out, 0, 1, out=out)
+    if arr.dtype.kind in "fc":
+        out[~np.isfinite(arr)] = 0
+    return out
 
 
 def normalize(
@@ -93,6 +120,7 @@ def normalize(
     The normalised image element (float32, lazy) when ``inplace=False``, else ``None``.
     """
     image_key, image = get_single_channel(sdata, image_key, channel=channel)
+    warn_missing_pixels(image.data, image_key)
     lo, hi = percentiles(image.data, low, high)
     logger.info("Normalising %r: percentiles %.3g..%.3g -> 0..1", image_key, lo, hi)
     data = normalize_array(image.data, levels=(lo, hi))[None]
@@ -107,6 +135,6 @@ def normalize(
     from ..io._write import add_elements
 
     name = key_added or f"{image_key}_normalized"
-    check_free(sdata, [name], overwrite=overwrite)
+    check_free(sdata, [name], overwrite=overwrite, inputs=(image_key,))
     add_elements(sdata, {name: element}, overwrite=overwrite)
     return None

@@ -8,7 +8,7 @@ slide the same is done lazily per chunk with a halo of the kernel radius.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -18,7 +18,7 @@ from spatialdata.models import Image2DModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import RNA_CHANNEL, RNA_MAP_KEY
-from .._elements import check_free, get_image
+from .._elements import check_free, get_image, get_points
 from .._logging import logger
 from .._transcripts import transcripts_to_pixels
 
@@ -80,6 +80,25 @@ def auto_scale(
     return _auto_scale(rna_location_map_array(x, y, shape, sigma=sigma, chunks=chunks, _unclipped=True))
 
 
+def check_rna_map_args(*, sigma: Any, mode: Any, scale: Any, chunks: Any) -> None:
+    """Validate the RNA-map arguments, each with a message naming it."""
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float | np.integer | np.floating):
+        raise TypeError(f"`sigma` must be a number of pixels, got {sigma!r}.")
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"`sigma` must be a positive finite number of pixels, got {sigma!r}.")
+    if mode not in ("sum", "max"):
+        raise ValueError(f"`mode` must be 'sum' (Eq. 5) or 'max' (the reference code's), got {mode!r}.")
+    if isinstance(scale, str):
+        if scale != "auto":
+            raise ValueError(f"`scale` must be a positive number or 'auto', got {scale!r}.")
+    elif isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
+        raise TypeError(f"`scale` must be a positive number or 'auto', got {scale!r}.")
+    elif not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"`scale` must be a positive finite number (the divisor of the sum) or 'auto', got {scale!r}.")
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int | np.integer) or chunks < 1):
+        raise ValueError(f"`chunks` must be a positive integer (chunk side in pixels) or None, got {chunks!r}.")
+
+
 def rna_location_map_array(
     x: np.ndarray,
     y: np.ndarray,
@@ -118,8 +137,7 @@ def rna_location_map_array(
     -------
     float32 array of ``shape`` with values in [0, 1].
     """
-    if sigma <= 0:
-        raise ValueError(f"`sigma` must be positive, got {sigma}.")
+    check_rna_map_args(sigma=sigma, mode=mode, scale=scale, chunks=chunks)
     h, w = int(shape[0]), int(shape[1])
     rows = np.floor(np.asarray(y, dtype=np.float64)).astype(np.int64)
     cols = np.floor(np.asarray(x, dtype=np.float64)).astype(np.int64)
@@ -211,10 +229,18 @@ def rna_location_map(
     -------
     The map as an image element (``(c, y, x)`` DataArray, channel ``"rna"``) when ``inplace=False``.
     """
+    check_rna_map_args(sigma=sigma, mode=mode, scale=scale, chunks=chunks)
+    if genes is not None:
+        if isinstance(genes, str) or not all(isinstance(g, str) for g in genes):
+            raise TypeError(f"`genes` must be a list of gene names, got {genes!r}; for one gene pass [{genes!r}].")
+        genes = list(genes)
+        if not genes:
+            raise ValueError("`genes` is empty; pass None to use all genes.")
     image_key, image = get_image(sdata, image_key)
     shape = (image.sizes["y"], image.sizes["x"])
     if inplace:
-        check_free(sdata, [key_added], overwrite=overwrite)
+        points_key = get_points(sdata, points_key)[0]
+        check_free(sdata, [key_added], overwrite=overwrite, inputs=(points_key, image_key))
     tx = transcripts_to_pixels(sdata, points_key, image_key, genes=genes)
     if chunks is None and shape[0] * shape[1] > _LAZY_PIXELS:
         chunks = 4096

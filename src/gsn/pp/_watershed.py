@@ -15,7 +15,7 @@ from spatialdata.transformations import get_transformation
 from .._constants import WATERSHED_KEY, Key
 from .._elements import check_free, get_single_channel
 from .._logging import logger
-from ._normalize import normalize_array
+from ._normalize import normalize_array, warn_missing_pixels
 
 
 def watershed_array(
@@ -51,7 +51,8 @@ def watershed_array(
 
     Returns
     -------
-    int32 label image, 0 = background, ids 1..n.
+    int32 label image, 0 = background, ids 1..n. NaN or infinite pixels are missing values and
+    count as background.
     """
     img = normalize_array(np.asarray(image))
     if not img.any():
@@ -132,9 +133,11 @@ def watershed(
     image_key, image = get_single_channel(sdata, image_key, channel=channel)
     name = Key.labels(key_added)
     if inplace:
-        check_free(sdata, [name], overwrite=overwrite)
+        check_free(sdata, [name], overwrite=overwrite, inputs=(image_key,))
+    values = image.values
+    warn_missing_pixels(values, image_key)
     labels = watershed_array(
-        image.values,
+        values,
         threshold=threshold,
         smooth=smooth,
         erosion_radius=erosion_radius,

@@ -7,7 +7,7 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import Key
-from .._elements import get_labels, get_points
+from .._elements import check_points_column, get_points, label_values
 from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
 
 
@@ -24,9 +24,9 @@ def lookup_labels(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 def transcript_cell_ids(sdata: sd.SpatialData, labels_key: str, points_key: str | None = None) -> np.ndarray:
     """Cell id (label value) of every transcript of ``points_key`` in the frame of ``labels_key``, in row order."""
-    labels_key, labels = get_labels(sdata, labels_key)
+    labels_key, labels, values = label_values(sdata, labels_key)
     points_key, points = get_points(sdata, points_key)
-    return _cell_ids(points, labels, np.asarray(labels.values), points_key=points_key, labels_key=labels_key)
+    return _cell_ids(points, labels, values, points_key=points_key, labels_key=labels_key)
 
 
 def _cell_ids(points, labels_element, labels: np.ndarray, *, points_key: str, labels_key: str, xy=None) -> np.ndarray:
@@ -93,15 +93,16 @@ def assign_transcripts(
     -------
     int64 array of cell ids, one per transcript in row order, when ``inplace=False``.
     """
-    labels_key, labels = get_labels(sdata, labels_key)
+    labels_key, labels, values = label_values(sdata, labels_key)
     points_key, points = get_points(sdata, points_key)
     column = key_added or Key.cell_id(Key.prefix(labels_key))
-    if inplace and column in points.columns and not overwrite:
-        raise ValueError(
-            f"Points {points_key!r} already have a column {column!r}; pass `overwrite=True` or another `key_added`."
-        )
-    ids = _cell_ids(points, labels, np.asarray(labels.values), points_key=points_key, labels_key=labels_key)
+    if inplace:
+        check_points_column(points, points_key, column, overwrite=overwrite)
+    ids = _cell_ids(points, labels, values, points_key=points_key, labels_key=labels_key)
     if not inplace:
         return ids
     set_points_column(sdata, points_key, column, ids)
+    from ..io._write import warn_points_column_in_memory
+
+    warn_points_column_in_memory(sdata, points_key, column)
     return None

@@ -13,9 +13,10 @@ from spatialdata.models import Labels2DModel, ShapesModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import UNS_KEY, Key
-from .._elements import check_free, gene_column, get_image, get_labels, get_points
+from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_values
 from .._logging import logger
-from ..io._write import add_elements
+from .._transcripts import check_genes
+from ..io._write import add_elements, warn_points_column_in_memory
 from ._aggregate import build_table, count_matrix, label_stats
 from ._assign import _cell_ids, set_points_column
 from ._boundaries import labels_to_polygons
@@ -31,6 +32,7 @@ def _points_frame(points, points_key: str) -> tuple[pd.DataFrame, np.ndarray, pd
         points = points.assign(**{col: points[col].cat.as_known()})
     df = points[["x", "y", col]].compute()
     values = df[col]
+    check_genes(values, points_key=points_key, column=col)
     cat = values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
     return df, cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
 
@@ -84,30 +86,28 @@ def _segmentation_elements(
 
 def _write(sdata, key, elements, points_key, ids, *, overwrite: bool) -> None:
     if elements.get(Key.boundaries(key)) is None:
-        # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table.
+        # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table,
+        # and drops the boundaries of an earlier result it replaces (None: remove).
         elements.pop(Key.boundaries(key), None)
         if overwrite and Key.boundaries(key) in sdata:
-            del sdata[Key.boundaries(key)]
+            elements[Key.boundaries(key)] = None
+    # The table goes last: whoever sees the table sees the elements it describes.
+    table = elements.pop(Key.table(key), None)
+    elements = {**elements, Key.table(key): table} if table is not None else elements
     add_elements(sdata, elements, overwrite=overwrite)
     if ids is not None:
         set_points_column(sdata, points_key, Key.cell_id(key), ids)
-        if sdata.is_backed():
-            logger.info(
-                "Column %r was added to %r in memory only: the points on disk are left untouched. "
-                "Persist it with `sdata.write(new_path)`.", Key.cell_id(key), points_key,
-            )  # fmt: skip
+        warn_points_column_in_memory(sdata, points_key, Key.cell_id(key))
 
 
-def _check_outputs(sdata, key: str, points_key: str | None, *, overwrite: bool, with_labels: bool) -> None:
+def _check_outputs(
+    sdata, key: str, points_key: str | None, *, overwrite: bool, with_labels: bool, inputs: tuple = ()
+) -> None:
     names = [Key.boundaries(key), Key.table(key)] + ([Key.labels(key)] if with_labels else [])
-    check_free(sdata, names, overwrite=overwrite)
+    check_free(sdata, names, overwrite=overwrite, inputs=(points_key, *inputs))
     if points_key is not None:
         _, points = get_points(sdata, points_key)
-        if Key.cell_id(key) in points.columns and not overwrite:
-            raise ValueError(
-                f"Points {points_key!r} already have a column {Key.cell_id(key)!r}; pass `overwrite=True` "
-                "or choose another `key_added`."
-            )
+        check_points_column(points, points_key, Key.cell_id(key), overwrite=overwrite)
 
 
 def _default_points(sdata: sd.SpatialData, points_key: str | None) -> str | None:
@@ -153,12 +153,11 @@ def cells_from_labels(
     overwrite
         Replace existing elements/columns with the same names.
     """
-    labels_key, labels_element = get_labels(sdata, labels_key)
+    labels_key, labels_element, labels = label_values(sdata, labels_key)
     key = key_added or Key.prefix(labels_key)
     points_key = _default_points(sdata, points_key)
     with_labels = Key.labels(key) != labels_key
-    _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels)
-    labels = np.asarray(labels_element.values)
+    _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels, inputs=(labels_key,))
     boundaries, table, points_key, ids = _segmentation_elements(
         sdata, labels, labels_element, labels_name=labels_key, points_key=points_key, key=key,
         uns={"method": "cells_from_labels"},
@@ -191,7 +190,12 @@ def write_segmentation(
     if labels.shape != shape:
         raise ValueError(f"Labels of shape {labels.shape} do not match image {image_key!r} of shape {shape}.")
     points_key = _default_points(sdata, points_key)
-    _check_outputs(sdata, key_added, points_key, overwrite=overwrite, with_labels=True)
+    _check_outputs(sdata, key_added, points_key, overwrite=overwrite, with_labels=True, inputs=(image_key,))
+    from ._metrics_core import as_labels
+
+    labels = as_labels(labels, name="Labels", allow_mask=False)
+    if labels.size and int(labels.max()) >= 2**31:
+        raise ValueError(f"Labels have ids up to {int(labels.max())}, above the int32 range of a labels element.")
     labels = labels.astype(np.int32, copy=False)
     element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(image, get_all=True))
     params = {"image": image_key, **(uns or {})}
@@ -234,16 +238,16 @@ def aggregate(
     -------
     The table (cells x genes, sparse counts) when ``inplace=False``.
     """
-    labels_key, labels_element = get_labels(sdata, labels_key)
+    labels_key, labels_element, labels = label_values(sdata, labels_key)
     prefix = Key.prefix(labels_key)
     name = key_added or Key.table(prefix)
-    if inplace:
-        check_free(sdata, [name], overwrite=overwrite)
     points_key = _default_points(sdata, points_key)
+    if inplace:
+        check_free(sdata, [name], overwrite=overwrite, inputs=(labels_key, points_key))
     if points_key is None:
         raise ValueError("The SpatialData object has no points element to aggregate.")
     _, table, _, _ = _segmentation_elements(
-        sdata, np.asarray(labels_element.values), labels_element, labels_name=labels_key, points_key=points_key,
+        sdata, labels, labels_element, labels_name=labels_key, points_key=points_key,
         key=prefix, uns={"method": "aggregate"}, with_boundaries=False,
     )  # fmt: skip
     if not inplace:

@@ -8,7 +8,7 @@ from spatialdata.models import Labels2DModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import Key
-from .._elements import get_labels
+from .._elements import label_values
 from .._logging import logger
 from .._transcripts import check_coordinates
 
@@ -85,7 +85,6 @@ def grow_cells(
     """
     from ..models._growth import grow_labels
     from ._cells import _check_outputs, _default_points, _segmentation_elements, _write
-    from ._metrics_core import as_labels
 
     if not 0 < quantile < 1:
         raise ValueError(f"`quantile` must be in (0, 1), got {quantile!r}.")
@@ -93,15 +92,14 @@ def grow_cells(
         raise ValueError(f"`max_distance` must be a positive number of microns, got {max_distance!r}.")
     if pixel_size is not None and (not np.isfinite(pixel_size) or pixel_size <= 0):
         raise ValueError(f"`pixel_size` must be a positive number of microns per pixel, got {pixel_size!r}.")
-    labels_key, element = get_labels(sdata, labels_key)
+    labels_key, element, nuclei = label_values(sdata, labels_key)
     points_key = _default_points(sdata, points_key)
     if points_key is None:
         raise ValueError("The SpatialData object has no points element: growing cells needs the transcripts.")
     key = key_added or f"{Key.prefix(labels_key)}_{GROWN_SUFFIX}"
     if Key.labels(key) == labels_key:
         raise ValueError(f"`key_added={key!r}` would replace the input labels {labels_key!r}; choose another prefix.")
-    _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=True)
-    nuclei = as_labels(element.values)
+    _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=True, inputs=(labels_key,))
     x, y, genes, own_px, points_key = growth_inputs(sdata, element, labels_key, points_key, nuclei.shape)
     px = pixel_size if pixel_size is not None else own_px
     if px is None:

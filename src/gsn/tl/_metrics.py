@@ -16,7 +16,7 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import INSTANCE_KEY, Key
-from .._elements import get_labels, get_points, get_single_channel
+from .._elements import get_points, get_single_channel, label_values
 from .._logging import logger
 from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
 from ._metrics_core import (
@@ -50,8 +50,7 @@ def labels_name(sdata: sd.SpatialData, key: str) -> str:
 
 def load_labels(sdata: sd.SpatialData, key: str):
     """Name, element (full-resolution ``DataArray``) and in-memory array of a segmentation's labels."""
-    name, element = get_labels(sdata, labels_name(sdata, key))
-    return name, element, np.asarray(element.values)
+    return label_values(sdata, labels_name(sdata, key))
 
 
 def get_table(sdata: sd.SpatialData, key: str) -> ad.AnnData:

@@ -29,20 +29,62 @@ DEFAULT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 # --------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------
-def as_labels(labels) -> np.ndarray:
-    """Validate a label image: 2D, integer, non-negative (checked cheaply on the min)."""
+# Label ids are used as array indices (np.bincount, lookup tables), so ids far above the number of
+# pixels would allocate gigabytes for a handful of cells.
+MIN_MAX_LABEL_ID = 1 << 24
+
+
+def as_labels(labels, *, name: str = "Label image", allow_mask: bool = True, large_ids: bool = False) -> np.ndarray:
+    """Validate a label image once, at the boundary: 2D, integer ids, 0 background, cells positive.
+
+    Parameters
+    ----------
+    labels
+        The label image ``(y, x)``.
+    name
+        How the error messages name it (e.g. ``"Labels 'prior_labels'"``).
+    allow_mask
+        Accept a boolean mask as the label image of one cell (the array metrics do); otherwise a
+        boolean image is an error, since it is a foreground mask rather than cell instances.
+    large_ids
+        Accept ids above ``max(number of pixels, 2**24)`` (callers that renumber the cells anyway);
+        by default they are an error, since ids index arrays and would allocate that many entries.
+
+    Returns
+    -------
+    The labels as a non-negative integer array (uint64 becomes int64; a mask becomes int32).
+    """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"Expected a 2D label image (y, x), got shape {labels.shape}.")
-    if labels.dtype.kind not in "iu":
-        if labels.dtype.kind == "b":
+        raise ValueError(f"{name}: expected a 2D label image (y, x), got shape {labels.shape}.")
+    if labels.dtype.kind == "b":
+        if allow_mask:
             return labels.astype(np.int32)
-        raise TypeError(f"Label image must be of an integer dtype, got {labels.dtype}.")
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("Label image has negative values; 0 must be background and cells positive ids.")
+        raise TypeError(
+            f"{name}: labels are a boolean mask; label every cell with its own positive integer id "
+            "(e.g. `scipy.ndimage.label(mask)[0]`)."
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name}: labels must be integers (cell ids), got {labels.dtype}; if the values are whole numbers, "
+            "cast them with `labels.astype(np.int32)`."
+        )
+    if not labels.size:
+        return labels
+    if labels.dtype.kind == "i" and labels.min() < 0:
+        raise ValueError(
+            f"{name}: labels have negative values (min {int(labels.min())}); 0 must be background and cells "
+            "positive ids."
+        )
+    top = int(labels.max())
+    if not large_ids and top > max(labels.size, MIN_MAX_LABEL_ID):
+        raise ValueError(
+            f"{name}: the largest cell id is {top}, far above the number of pixels ({labels.size}); gsn indexes cells "
+            "by id, so renumber them first, e.g. `skimage.segmentation.relabel_sequential(labels)[0]`."
+        )
     if labels.dtype == np.uint64:  # np.bincount refuses uint64
-        if labels.size and labels.max() >= 2**63:
-            raise ValueError("Label ids must be below 2**63.")
+        if top >= 2**63:
+            raise ValueError(f"{name}: label ids must be below 2**63.")
         labels = labels.astype(np.int64)
     return labels
 

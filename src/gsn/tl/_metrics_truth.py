@@ -9,7 +9,7 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import Key
-from .._elements import get_labels
+from .._elements import label_values
 from .._logging import logger
 from ._metrics import load_labels, transcripts_in_frame
 from ._metrics_core import (
@@ -84,8 +84,7 @@ def match_truth(
     ``transcript_recall`` (molecules truly in a cell), repeated on every row.
     """
     pred_name, pred_element, pred = load_labels(sdata, key)
-    truth_name, truth_element = get_labels(sdata, _truth_labels(sdata, truth_key))
-    truth = np.asarray(truth_element.values)
+    truth_name, truth_element, truth = label_values(sdata, _truth_labels(sdata, truth_key))
     if truth.shape != pred.shape:
         raise ValueError(
             f"Segmentation {pred_name!r} {pred.shape} and truth {truth_name!r} {truth.shape} are not in the same frame."

@@ -7,7 +7,7 @@ import spatialdata as sd
 from spatialdata.models import Labels2DModel
 from spatialdata.transformations import get_transformation
 
-from .._elements import check_free, get_labels
+from .._elements import check_free, label_values
 from ..io._write import add_elements
 
 
@@ -58,10 +58,10 @@ def refine_labels(
         return refine_label_image(np.asarray(data), **params)
     if labels_key is None:
         raise ValueError("Pass `labels_key` to say which labels element to refine.")
-    labels_key, element = get_labels(data, labels_key)
+    labels_key, element, values = label_values(data, labels_key)
     name = key_added or f"{labels_key}_refined"
-    check_free(data, [name], overwrite=overwrite)
-    refined = refine_label_image(np.asarray(element.values), **params)
+    check_free(data, [name], overwrite=overwrite, inputs=(labels_key,))
+    refined = refine_label_image(values, **params)
     new = Labels2DModel.parse(refined, dims=("y", "x"), transformations=get_transformation(element, get_all=True))
     add_elements(data, {name: new}, overwrite=overwrite)
     return None

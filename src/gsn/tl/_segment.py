@@ -13,7 +13,7 @@ import spatialdata as sd
 from spatialdata.transformations import get_transformation
 from xarray import DataArray
 
-from .._constants import DEFAULT_KEY
+from .._constants import DEFAULT_KEY, Key
 from .._elements import get_image, get_points
 from .._logging import logger
 from .._transcripts import transcripts_to_pixels
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Pixel sizes that differ by less than this (relative) are treated as equal: no resampling.
 _PIXEL_SIZE_RTOL = 0.01
+# Resampling by more than this factor (either way) means the pixel sizes are wrong, not the data:
+# a 100 um "pixel" would upsample a crop 500-fold. Refused before anything is allocated.
+MAX_ZOOM = 8.0
 # Images above this many pixels are segmented block by block (bounded memory).
 _BLOCKWISE_PIXELS = 64 * 1024 * 1024
 
@@ -170,13 +173,15 @@ def prepare_inputs(
     size it was trained on.
     """
     from ..pp import normalize_array, rna_location_map_array
+    from ..pp._normalize import warn_missing_pixels
 
     image_key, image = get_image(sdata, image_key)
     image = _select_channels(image_key, image, channels, model_channels=model_channels)
     names = [str(c) for c in image.coords["c"].values]
     h, w = image.sizes["y"], image.sizes["x"]
+    pixel_size = check_pixel_size(pixel_size)
     own = pixel_size if pixel_size is not None else image_pixel_size(image)
-    factor = _zoom(own, target_pixel_size)
+    factor = _zoom(own, target_pixel_size, image_key=image_key, shape=(h, w))
     new_shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
     if factor != 1.0:
         logger.info(
@@ -187,6 +192,7 @@ def prepare_inputs(
         logger.info("Pixel size of %r unknown; using it as is (model trained at %.4g).", image_key, target_pixel_size)
 
     data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data)
+    warn_missing_pixels(data, image_key)
     chans = [normalize_array(ch, norm[0], norm[1]) for ch in data]
     chans = [_resize(ch, new_shape, order=1) if factor != 1.0 else ch for ch in chans]
 
@@ -261,7 +267,8 @@ def segment(
     Writes, for prefix ``key`` = ``key_added``:
 
     - ``<key>_labels``: cell labels on the image's pixel grid, with the image's transformations;
-    - ``<key>_boundaries``: one polygon per cell (absent when no cell was found);
+    - ``<key>_boundaries``: one polygon per cell (absent when no cell was found: spatialdata 0.7.3
+      cannot store an empty shapes element; a WARNING then says what to check);
     - ``<key>_table``: cells x genes counts, linked to the boundaries; ``uns["genesegnet"]`` holds
       the run parameters and the model's identity;
     - ``<key>_cell_id``: a column on the transcripts (0 = outside every cell).
@@ -321,6 +328,8 @@ def segment(
     from ..models import as_model, resolve_device
     from ._cells import _check_outputs, _default_points, write_segmentation
 
+    pixel_size = check_pixel_size(pixel_size)
+    dev = resolve_device(device)  # a missing GPU is reported before anything is computed
     model = as_model(model)
     if _default_points(sdata, points_key) is None:
         raise ValueError("The SpatialData object has no points element: GeneSegNet needs the transcripts.")
@@ -352,7 +361,15 @@ def segment(
     seconds = time.perf_counter() - t0
     logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, prep.image_key, seconds)
     if n_cells == 0:
-        logger.warning("GeneSegNet found no cells on %r; writing an empty segmentation.", prep.image_key)
+        logger.warning(
+            "GeneSegNet found no cell on image %r with points %r (image pixel size %s, model %s µm/px). Writing "
+            "%r and %r without cells and no %r (spatialdata cannot store an empty shapes element). Check "
+            "`image_key`/`points_key` and `channels`, the pixel size (`pixel_size=`), the model, and try lower "
+            "`mask_threshold`/`center_threshold` (now %g/%g) or a smaller `min_area` (now %d).",
+            prep.image_key, prep.points_key, "unknown" if prep.pixel_size is None else f"{prep.pixel_size:.4g}",
+            model.config.pixel_size, Key.labels(key_added), Key.table(key_added), Key.boundaries(key_added),
+            mask_threshold, center_threshold, min_area,
+        )  # fmt: skip
 
     uns = _plain(
         {
@@ -421,10 +438,31 @@ def _grow(sdata, labels, prep, *, max_distance):
     return grown, report.as_dict()
 
 
-def _zoom(own: float | None, target: float | None) -> float:
-    """Model pixels per image pixel: 1 unless both pixel sizes are known and differ."""
+def check_pixel_size(pixel_size: Any, argument: str = "pixel_size") -> float | None:
+    """``None`` or a finite positive number of microns per pixel; anything else is an error naming the argument."""
+    if pixel_size is None:
+        return None
+    if isinstance(pixel_size, bool) or not isinstance(pixel_size, int | float | np.integer | np.floating):
+        raise TypeError(f"`{argument}` must be a number of microns per pixel or None, got {pixel_size!r}.")
+    if not np.isfinite(pixel_size) or pixel_size <= 0:
+        raise ValueError(f"`{argument}` must be a positive number of microns per pixel, got {pixel_size!r}.")
+    return float(pixel_size)
+
+
+def _zoom(own: float | None, target: float | None, *, image_key: str = "image", shape=None) -> float:
+    """Model pixels per image pixel: 1 unless both pixel sizes are known and differ; refuses absurd factors."""
     if own is not None and target is not None and abs(own / target - 1) > _PIXEL_SIZE_RTOL:
-        return own / target
+        factor = own / target
+        if not 1 / MAX_ZOOM <= factor <= MAX_ZOOM:
+            size = "" if shape is None else (
+                f" ({shape[0]} x {shape[1]} px -> {round(shape[0] * factor)} x {round(shape[1] * factor)} px)"
+            )
+            raise ValueError(
+                f"Image {image_key!r} has pixel size {own:.4g} and the model {target:.4g} (microns per pixel): a "
+                f"resampling by {factor:.4g}x{size}, beyond the {MAX_ZOOM:g}x gsn accepts. Check `pixel_size=` and the "
+                "image's transformation to microns, or use a model trained at a closer pixel size."
+            )
+        return factor
     return 1.0
 
 
@@ -434,6 +472,7 @@ def _segment_in_blocks(
     """Blocks with halos, here or on a dask cluster; whole-image levels and RNA scale computed once."""
     from .._settings import settings
     from ..pp import percentiles
+    from ..pp._normalize import warn_missing_pixels
     from ..pp._rna_map import auto_scale
     from ._segment_blocks import BlockSegmenter, segment_blockwise
 
@@ -442,7 +481,8 @@ def _segment_in_blocks(
     image = _select_channels(image_key, image, channels, model_channels=cfg.channels)
     h, w = image.sizes["y"], image.sizes["x"]
     own = pixel_size if pixel_size is not None else image_pixel_size(image)
-    factor = _zoom(own, cfg.pixel_size)
+    factor = _zoom(own, cfg.pixel_size, image_key=image_key, shape=(h, w))
+    warn_missing_pixels(image.data, image_key)
     levels = [percentiles(image.data[i], cfg.norm_low, cfg.norm_high) for i in range(image.sizes["c"])]
     points_key = get_points(sdata, points_key)[0]
     tx = transcripts_to_pixels(sdata, points_key, image_key)

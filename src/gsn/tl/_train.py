@@ -132,8 +132,12 @@ def train(
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
     seed
-        Seed for the weight initialisation, crops and augmentation. Training on the CPU is
-        reproducible for a given seed.
+        Seed for the weight initialisation, crops and augmentation. On the CPU, the same seed, data,
+        settings and number of torch threads (``torch.get_num_threads()``) give bit-identical weights.
+        Another number of threads changes the order of floating-point sums inside torch's kernels, so
+        the weights differ in the last digits (losses agree to about 1e-5 relative after a few steps)
+        and may drift further over long runs; set ``torch.set_num_threads(n)`` to reproduce a run exactly.
+        GPU runs are reproducible only as far as the CUDA kernels are deterministic.
     max_rounds
         Rounds of recursive training (paper Eqs. 1-3, Algorithm 1). ``1`` (default): one round on
         ``labels_key``, no label update. Above 1: after each round the model predicts on the
@@ -204,6 +208,10 @@ def train(
         resolve_refine(refine)
     if not np.isfinite(max_distance) or max_distance <= 0:
         raise ValueError(f"`max_distance` must be a positive number of microns, got {max_distance!r}.")
+    if checkpoint is not None:
+        from ..models._recursive import check_checkpoint_path
+
+        check_checkpoint_path(checkpoint)
     samples_in = [sdata] if isinstance(sdata, sd.SpatialData) else list(sdata)
     if not samples_in:
         raise ValueError("No SpatialData objects given.")
