@@ -91,9 +91,11 @@ def test_cells_from_labels_keys_and_ids(sdata):
     assert sdata["seg_labels"] is sdata["truth_labels"]
     assert list(table.obs["cell_id"]) == [1, 2, 3] == list(shapes.index)
     assert list(table.obs_names) == ["1", "2", "3"]
-    assert table.uns["spatialdata_attrs"] == {"region": "seg_boundaries", "region_key": "region", "instance_key": "cell_id"}
+    assert table.uns["spatialdata_attrs"] == {"region": "seg_labels", "region_key": "region", "instance_key": "cell_id"}
     assert list(table.obs["area"]) == [400, 400, 625]
-    np.testing.assert_allclose(table.obsm["spatial"][0], [15.0, 15.0])  # pixel centres at i + 0.5
+    np.testing.assert_allclose(table.obs["area_um2"], [100.0, 100.0, 156.25])  # 0.5 µm pixels
+    np.testing.assert_allclose(table.obsm["spatial_px"][0], [15.0, 15.0])  # pixel centres at i + 0.5
+    np.testing.assert_allclose(table.obsm["spatial"][0], [7.5, 7.5])  # microns of "global"
     # counts by hand
     ids = expected_ids(labels, df)
     for cell in (1, 2, 3):
@@ -192,3 +194,22 @@ def test_blank_image_gives_no_cells(sdata, caplog):
         gsn.pp.watershed(sdata)
     assert int(sdata["watershed_labels"].max()) == 0
     assert "blank" in caplog.text
+
+
+def test_table_coordinates_follow_the_global_coordinate_system(sdata):
+    """obsm["spatial"] is in the units of "global" (translation and scale applied), pixels for an identity."""
+    from spatialdata.models import Labels2DModel
+    from spatialdata.transformations import Identity, Sequence, Translation
+
+    _, labels, _, _ = tiny_arrays()
+    shifted = Sequence([Scale([0.5, 0.5], axes=("y", "x")), Translation([2.0, 1.0], axes=("x", "y"))])
+    sdata["shifted_labels"] = Labels2DModel.parse(labels, dims=("y", "x"), transformations={"global": shifted})
+    sdata["plain_labels"] = Labels2DModel.parse(labels, dims=("y", "x"), transformations={"global": Identity()})
+    gsn.tl.cells_from_labels(sdata, "shifted_labels", points_key="transcripts")
+    gsn.tl.cells_from_labels(sdata, "plain_labels", points_key="transcripts")
+    shifted_table, plain = sdata["shifted_table"], sdata["plain_table"]
+    np.testing.assert_allclose(shifted_table.obsm["spatial_px"], plain.obsm["spatial_px"])
+    np.testing.assert_allclose(shifted_table.obsm["spatial"], plain.obsm["spatial_px"] * 0.5 + [2.0, 1.0])
+    np.testing.assert_allclose(shifted_table.obs["area_um2"], shifted_table.obs["area"] * 0.25)
+    np.testing.assert_allclose(plain.obsm["spatial"], plain.obsm["spatial_px"])
+    assert "area_um2" not in plain.obs  # identity: pixel size unknown

@@ -13,6 +13,6 @@ def test_demo_writes_zarr_and_summary(tmp_path):
     names = {n for _, n, _ in back.gen_elements()}
     assert {"genesegnet_labels", "genesegnet_boundaries", "genesegnet_table", "watershed_table"} <= names
     assert back["genesegnet_table"].n_obs > 0
-    assert back["genesegnet_table"].uns["genesegnet"]["model"]["source"].endswith("default.pt")
+    assert back["genesegnet_table"].uns["genesegnet"]["model"]["name"] == "default"
     again = CliRunner().invoke(app, ["demo", "--output", str(out), "--size", "256"])
     assert again.exit_code != 0 and "exists" in again.output

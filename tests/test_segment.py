@@ -128,7 +128,7 @@ def test_other_pixel_size_is_resampled_and_mapped_back(tiny_model):
 def test_segment_without_model_uses_the_default(synth):
     segment(synth)
     table = synth.tables["genesegnet_table"]
-    assert table.uns["genesegnet"]["model"]["source"].endswith("default.pt")
+    assert table.uns["genesegnet"]["model"]["name"] == "default" and "source" not in table.uns["genesegnet"]["model"]
     labels = np.asarray(synth.labels["genesegnet_labels"].values)
     assert labels.max() == table.n_obs
 

@@ -8,7 +8,7 @@ import pandas as pd
 from scipy import sparse
 from spatialdata.models import TableModel
 
-from .._constants import INSTANCE_KEY, REGION_KEY
+from .._constants import AREA_KEY, AREA_UM2_KEY, INSTANCE_KEY, REGION_KEY, SPATIAL_KEY, SPATIAL_PX_KEY
 
 
 def label_stats(labels: np.ndarray) -> pd.DataFrame:
@@ -36,6 +36,17 @@ def count_matrix(cell_ids: np.ndarray, gene_codes: np.ndarray, cells: np.ndarray
     return m.tocsr()
 
 
+def global_affine(element) -> np.ndarray:
+    """Affine (3 x 3, x and y) from an element's pixels to ``"global"`` (or its only coordinate system)."""
+    from spatialdata.transformations import get_transformation
+
+    transformations = get_transformation(element, get_all=True) or {}
+    if not transformations:
+        return np.eye(3)
+    cs = "global" if "global" in transformations else next(iter(transformations))
+    return transformations[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+
+
 def build_table(
     stats: pd.DataFrame,
     counts: sparse.csr_matrix,
@@ -43,21 +54,31 @@ def build_table(
     *,
     region: str,
     uns: dict | None = None,
+    affine: np.ndarray | None = None,
+    pixel_size: float | None = None,
 ) -> ad.AnnData:
-    """AnnData in the layout of DESIGN.md, linked to the shapes element ``region``."""
+    """AnnData in the layout of DESIGN.md, annotating the labels element ``region``.
+
+    ``obsm["spatial"]`` holds the centroids mapped by ``affine`` (pixels to the ``"global"``
+    coordinate system, see :func:`global_affine`; identity: pixels), ``obsm["spatial_px"]`` the
+    pixel centroids. ``obs["area_um2"]`` is added when ``pixel_size`` (units per pixel) is known.
+    """
     ids = stats.index.to_numpy()
-    obs = pd.DataFrame(
-        {
-            REGION_KEY: pd.Categorical([region] * len(ids), categories=[region]),
-            INSTANCE_KEY: ids.astype(np.int64),
-            "area": stats["area"].to_numpy(),
-            "n_transcripts": np.asarray(counts.sum(axis=1)).ravel().astype(np.int64),
-            "n_genes": np.diff(counts.indptr).astype(np.int64),
-        },
-        index=pd.Index(ids.astype(str), name=None),
-    )
+    columns = {
+        REGION_KEY: pd.Categorical([region] * len(ids), categories=[region]),
+        INSTANCE_KEY: ids.astype(np.int64),
+        AREA_KEY: stats["area"].to_numpy(),
+    }
+    if pixel_size is not None:
+        columns[AREA_UM2_KEY] = stats["area"].to_numpy(dtype=np.float64) * pixel_size**2
+    columns["n_transcripts"] = np.asarray(counts.sum(axis=1)).ravel().astype(np.int64)
+    columns["n_genes"] = np.diff(counts.indptr).astype(np.int64)
+    obs = pd.DataFrame(columns, index=pd.Index(ids.astype(str), name=None))
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(genes.astype(str))))
-    adata.obsm["spatial"] = stats[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
+    px = stats[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
+    affine = np.eye(3) if affine is None else np.asarray(affine, dtype=np.float64)
+    adata.obsm[SPATIAL_KEY] = px @ affine[:2, :2].T + affine[:2, 2]
+    adata.obsm[SPATIAL_PX_KEY] = px
     if uns:
         adata.uns.update(uns)
     if adata.n_obs == 0:

@@ -17,7 +17,7 @@ from .._elements import check_free, check_points_column, gene_column, get_image,
 from .._logging import logger
 from .._transcripts import check_genes
 from ..io._write import add_elements, warn_points_column_in_memory
-from ._aggregate import build_table, count_matrix, label_stats
+from ._aggregate import build_table, count_matrix, global_affine, label_stats
 from ._assign import _cell_ids, set_points_column
 from ._boundaries import labels_to_polygons
 
@@ -61,8 +61,14 @@ def _segmentation_elements(
     key: str,
     uns: dict | None,
     with_boundaries: bool = True,
+    region: str | None = None,
 ):
-    """Compute boundaries, table and per-transcript ids for one label image (no writing)."""
+    """Compute boundaries, table and per-transcript ids for one label image (no writing).
+
+    The table annotates the labels element ``region`` (default ``<key>_labels``).
+    """
+    from ._segment import image_pixel_size
+
     boundaries = None
     if with_boundaries:
         polygons = labels_to_polygons(labels)
@@ -80,7 +86,10 @@ def _segmentation_elements(
     counts = count_matrix(ids if ids is not None else np.zeros(0, np.int64), codes, cells, len(genes))
     params = {"labels": labels_name, "points": points_key or "", "n_cells": len(cells)}
     params.update(uns or {})
-    table = build_table(stats, counts, genes, region=Key.boundaries(key), uns={UNS_KEY: params})
+    table = build_table(
+        stats, counts, genes, region=region or Key.labels(key), uns={UNS_KEY: params},
+        affine=global_affine(labels_element), pixel_size=image_pixel_size(labels_element),
+    )  # fmt: skip
     return boundaries, table, points_key, ids
 
 
@@ -134,8 +143,12 @@ def cells_from_labels(
 
     - ``<key>_boundaries``: polygons indexed by label id;
     - ``<key>_table``: cells x genes counts (sparse) with ``obs["region"]``, ``obs["cell_id"]``
-      (== label value == polygon index), ``obs["area"]`` (pixels), ``obs["n_transcripts"]``,
-      ``obs["n_genes"]`` and ``obsm["spatial"]`` (centroid x, y in the labels' pixel frame);
+      (== label value == polygon index), ``obs["area"]`` (pixels), ``obs["area_um2"]`` (when the
+      pixel size is known), ``obs["n_transcripts"]``, ``obs["n_genes"]``, ``obsm["spatial"]``
+      (centroid x, y in the units of the ``"global"`` coordinate system: µm for spatialdata-io
+      data, pixels when the transformation is the identity) and ``obsm["spatial_px"]`` (centroid
+      in the labels' pixel frame); the table annotates ``<key>_labels`` (region key ``"region"``,
+      instance key ``"cell_id"``), which is what spatialdata-plot colours labels by;
     - ``<key>_cell_id``: a column on the transcripts with each molecule's cell (0 = none);
     - ``<key>_labels``: a reference to the labels, when ``key_added`` gives a new prefix.
 
@@ -228,7 +241,7 @@ def aggregate(
         Transcripts; may be omitted when there is exactly one points element.
     key_added
         Name of the table; ``"<prefix>_table"`` for labels named ``"<prefix>_labels"``. The table
-        annotates ``"<prefix>_boundaries"`` (region key ``"region"``, instance key ``"cell_id"``).
+        annotates the labels ``labels_key`` (region key ``"region"``, instance key ``"cell_id"``).
     overwrite
         Replace an existing table of that name.
     inplace
@@ -248,7 +261,7 @@ def aggregate(
         raise ValueError("The SpatialData object has no points element to aggregate.")
     _, table, _, _ = _segmentation_elements(
         sdata, labels, labels_element, labels_name=labels_key, points_key=points_key,
-        key=prefix, uns={"method": "aggregate"}, with_boundaries=False,
+        key=prefix, uns={"method": "aggregate"}, with_boundaries=False, region=labels_key,
     )  # fmt: skip
     if not inplace:
         return table

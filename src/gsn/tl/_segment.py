@@ -228,6 +228,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _model_record(model) -> dict:
+    """Record the model for ``uns``: its name (file stem, ``"default"``) and weights hash, no local path."""
+    record = model.describe()
+    source = record.pop("source", None)
+    record["name"] = os.path.splitext(os.path.basename(source))[0] if source else "in-memory"
+    return record
+
+
 def segment(
     sdata: sd.SpatialData,
     model: GeneSegNetModel | str | os.PathLike | None = None,
@@ -374,7 +382,7 @@ def segment(
     uns = _plain(
         {
             "method": "genesegnet",
-            "model": model.describe(),
+            "model": _model_record(model),
             "channels": prep.channels,
             "tile": tile,
             "overlap": overlap,
