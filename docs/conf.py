@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from importlib.metadata import version as _version
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# The notebook kernels inherit this environment; a non-interactive MPLBACKEND (as set for tests)
+# would stop matplotlib's inline backend from putting the figures into the pages.
+os.environ.pop("MPLBACKEND", None)
 
 project = "gsn"
 author = "gsn developers"

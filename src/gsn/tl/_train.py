@@ -68,9 +68,11 @@ def train(
     loss of Eq. 15. This is one round of the paper's recursive training; the labels are typically
     a noisy prior segmentation (watershed of the nuclei, or an imported one).
 
-    The defaults (10 epochs of 25 steps, 250 AdamW steps) are a short run that takes minutes on a
-    laptop CPU for a small sample with the slim network that ``widths="auto"`` picks there; the
-    paper trains 500 epochs per round on a GPU. Raise ``epochs`` for better models.
+    The defaults (10 epochs of 25 steps, 250 AdamW steps) are a short run by the paper's standard
+    (500 epochs per round on a GPU), but not on a CPU: with the slim network that ``widths="auto"``
+    picks there, one step took 6-15 s on two shared cores (1800 x 2400 px Xenium crop), so one
+    round takes 25-60 min. On a CPU, fine-tune the default model (``model=``) with a few dozen
+    steps on smaller crops; train new models on a GPU. Raise ``epochs`` for better models.
 
     The network learns what the labels are. From nuclei it learns to find nuclei (cell cores),
     and :func:`gsn.tl.segment` grows them into whole cells with the transcripts; from whole cells
