@@ -266,20 +266,19 @@ def purity(
     """
     from ._cells import transcripts_in_element
     from ._metrics import load_labels
-    from ._metrics_core import label_at
+    from ._metrics_core import pixel_index
 
     keys = [keys] if isinstance(keys, str) else list(keys)
     rows = []
     for key in keys:
         name, element, labels = load_labels(sdata, key)
         x, y, _, _, _ = transcripts_in_element(sdata, element, name, points_key)
-        inside = (x >= 0) & (y >= 0) & (x < labels.shape[1]) & (y < labels.shape[0])
-        ids = label_at(labels, x, y)
+        r, c, _ = pixel_index(x, y, labels.shape)
         rows.append(
             {
                 "key": key,
                 "n_cells": int(len(np.unique(labels)) - 1),
-                "transcripts_in_cells": float(np.mean(ids[inside] > 0)) if inside.any() else np.nan,
+                "transcripts_in_cells": float(np.mean(labels[r, c] > 0)) if len(r) else np.nan,
                 "mecr": mecr(sdata, key, markers, points_key=points_key),
             }
         )

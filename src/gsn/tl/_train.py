@@ -372,12 +372,10 @@ def _model_pixel_size(prep) -> float | None:
 
 
 def _fraction_inside(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    h, w = labels.shape
-    rows, cols = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
-    on = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    if not on.any():
-        return float("nan")
-    return float(np.mean(labels[rows[on], cols[on]] > 0))
+    from ._metrics_core import pixel_index
+
+    rows, cols, _ = pixel_index(x, y, labels.shape)
+    return float(np.mean(labels[rows, cols] > 0)) if len(rows) else float("nan")
 
 
 def _prepare_prior(labels, transcripts, pixel_size, *, prior, grow, max_distance, seed, name):
