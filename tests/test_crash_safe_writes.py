@@ -228,3 +228,15 @@ def test_points_column_on_backed_object_warns(tmp_path, caplog):
     assert "Column 'truth_cell_id' was added to points 'transcripts' in memory only" in caplog.text
     assert "truth_cell_id" in sdata["transcripts"].columns
     assert "truth_cell_id" not in _read(store)["transcripts"].columns
+
+
+@pytest.mark.slow
+def test_attrs_are_part_of_the_write(tmp_path):
+    """sopa's attrs travel with the elements: a run killed past its commit gets them when it is finished."""
+    store = _make_store(tmp_path, old_result=False)
+    assert _run_child(store, overwrite=False, kill_at="committed").returncode == -signal.SIGKILL
+    assert gsn.SopaAttrs.BOUNDARIES not in _read(store).attrs  # not yet finished
+    write_mod.recover(store)
+    attrs = _read(store).attrs
+    assert attrs[gsn.SopaAttrs.BOUNDARIES] == "genesegnet_boundaries"
+    assert attrs[gsn.SopaAttrs.IMAGE] == "dapi" and attrs[gsn.SopaAttrs.POINTS] == "transcripts"

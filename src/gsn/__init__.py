@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, io, pl, pp, tl
-from ._constants import Key
+from ._constants import Key, SopaAttrs
 from ._settings import settings
 
 try:
@@ -17,7 +17,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Key", "datasets", "io", "models", "pl", "pp", "settings", "tl", "__version__"]
+__all__ = ["Key", "SopaAttrs", "datasets", "io", "models", "pl", "pp", "settings", "tl", "__version__"]
 
 
 def __getattr__(name: str):

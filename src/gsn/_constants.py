@@ -54,3 +54,15 @@ class Key:
             if name.endswith(suffix):
                 return name[: -len(suffix)]
         return name
+
+
+class SopaAttrs:
+    """Keys of ``sdata.attrs`` with which sopa records which element plays which role in a pipeline.
+
+    gsn reads the image and transcripts from them when no key is given, and records its own
+    boundaries, so that ``sopa.aggregate``, ``sopa.io.explorer.write`` and sopa's report find them.
+    """
+
+    IMAGE = "cell_segmentation_image"
+    POINTS = "transcripts_dataframe"
+    BOUNDARIES = "boundaries_shapes"

@@ -14,7 +14,7 @@ import spatialdata as sd
 from spatialdata.models import Image2DModel, Labels2DModel, PointsModel, get_model
 from xarray import DataArray, DataTree
 
-from ._constants import RNA_CHANNEL
+from ._constants import RNA_CHANNEL, SopaAttrs
 
 
 def _scale0(element: DataArray | DataTree) -> DataArray:
@@ -38,6 +38,12 @@ def _pick(kind: str, available: Sequence[str], key: str | None, argument: str) -
     raise ValueError(f"The SpatialData object has several {kind} elements ({listing}); choose one with `{argument}=`.")
 
 
+def _from_attrs(sdata: sd.SpatialData, attr: str, available: Sequence[str]) -> str | None:
+    """The element sopa recorded for a role in ``sdata.attrs``, when it exists in the object."""
+    key = sdata.attrs.get(attr)
+    return key if isinstance(key, str) and key in available else None
+
+
 def _derived(name: str, element) -> bool:
     channels = list(_scale0(element).coords["c"].values)
     return channels == [RNA_CHANNEL] or name.endswith("_normalized")
@@ -53,12 +59,15 @@ def get_image(
     sdata
         The object to look in.
     image_key
-        Name of the image element; may be omitted when the object holds exactly one image.
+        Name of the image element; may be omitted when the object holds exactly one image, or
+        when sopa recorded one (``sdata.attrs["cell_segmentation_image"]``).
     channel
         Channel name(s) or index(es) to keep. Required to be unambiguous only by callers that need
         a single channel (see :func:`get_single_channel`).
     """
     candidates = list(sdata.images.keys())
+    if image_key is None:
+        image_key = _from_attrs(sdata, SopaAttrs.IMAGE, candidates)
     if image_key is None:
         # Images gsn derived from another (RNA map, normalised copy) are inputs only when named.
         candidates = [k for k in candidates if not _derived(k, sdata.images[k])] or candidates
@@ -98,7 +107,12 @@ def get_single_channel(
 
 
 def get_points(sdata: sd.SpatialData, points_key: str | None = None) -> tuple[str, Any]:
-    """Return the key and the (dask) dataframe of a points element, checking it has x/y and a gene column."""
+    """Return the key and the (dask) dataframe of a points element, checking it has x/y and a gene column.
+
+    Without ``points_key``: the only points element, or the one sopa recorded (``sdata.attrs["transcripts_dataframe"]``).
+    """
+    if points_key is None:
+        points_key = _from_attrs(sdata, SopaAttrs.POINTS, list(sdata.points.keys()))
     key = _pick("points", list(sdata.points.keys()), points_key, "points_key")
     points = sdata.points[key]
     if get_model(points) is not PointsModel:  # pragma: no cover - spatialdata guarantees the model

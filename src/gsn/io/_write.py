@@ -181,7 +181,18 @@ def _roll_back(store: Path, stage: Path, journal: dict) -> None:
         consolidate(store)
 
 
+def _set_attrs(store: Path, attrs: Mapping[str, Any]) -> None:
+    """Merge ``attrs`` into the store's root attributes (what ``sdata.attrs`` is read from), atomically."""
+    root = _read_json(store / "zarr.json")
+    current = root.setdefault("attributes", {})
+    if any(current.get(k) != v for k, v in attrs.items()):
+        current.update(attrs)
+        _write_json(store / "zarr.json", root)
+
+
 def _finish(store: Path, journal: dict) -> None:
+    if journal.get("attrs"):
+        _set_attrs(store, journal["attrs"])
     _set_label_names(store, add=[m["name"] for m in journal["moves"] if m["group"] == "labels" and m.get("new", True)],
                      remove=[m["name"] for m in journal["moves"] if m.get("old_group") == "labels"
                              and not (store / "labels" / m["name"]).exists()])  # fmt: skip
@@ -221,7 +232,7 @@ def recover(store: str | os.PathLike) -> list[str]:
     return finished
 
 
-def _transaction(store: Path, elements: Mapping[str, Any], remove: list[str]) -> None:
+def _transaction(store: Path, elements: Mapping[str, Any], remove: list[str], attrs: Mapping[str, Any]) -> None:
     """Write ``elements`` into ``store`` and drop ``remove``, all or nothing (see the module docstring)."""
     stage = store / STAGING_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     data = stage / "data.zarr"
@@ -253,6 +264,7 @@ def _transaction(store: Path, elements: Mapping[str, Any], remove: list[str]) ->
             "moves": moves,
             "new_groups": new_groups,
             "consolidated": _has_consolidated(store),
+            "attrs": dict(attrs),
         }
         _write_json(stage / JOURNAL, journal)
         _kill_point("journal")
@@ -291,14 +303,22 @@ def _transaction(store: Path, elements: Mapping[str, Any], remove: list[str]) ->
 
 
 # ---------------------------------------------------------------------------------------------- public
-def add_elements(sdata: sd.SpatialData, elements: Mapping[str, Any], *, overwrite: bool = False) -> None:
+def add_elements(
+    sdata: sd.SpatialData,
+    elements: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
     """Put ``elements`` into ``sdata``; when it is backed by a zarr store, write them there, all or nothing.
 
     A value ``None`` removes the element of that name (with ``overwrite=True``). Elements in the
     store other than those named here are never touched; those named here are replaced only with
     ``overwrite=True``, and an old element stays in the store until its replacement is complete.
-    On any failure both the object and the store are left as they were.
+    ``attrs`` are merged into ``sdata.attrs`` (and the store's root attributes) with the elements,
+    as part of the same transaction. On any failure both the object and the store are left as they were.
     """
+    attrs = dict(attrs or {})
     for name in elements:
         if name in sdata and not overwrite:
             raise ValueError(f"Element {name!r} already exists; pass `overwrite=True` to replace it.")
@@ -316,7 +336,7 @@ def add_elements(sdata: sd.SpatialData, elements: Mapping[str, Any], *, overwrit
             )
         new = {n: e for n, e in elements.items() if e is not None}
         gone = [n for n, e in elements.items() if e is None and n in on_disk]
-        _transaction(store, new, remove=gone)
+        _transaction(store, new, remove=gone, attrs=attrs)
         logger.info("Wrote %s to %s", ", ".join(repr(n) for n in new), store)
     elif sdata.is_backed():
         on_disk = _on_disk(sdata)
@@ -334,6 +354,9 @@ def add_elements(sdata: sd.SpatialData, elements: Mapping[str, Any], *, overwrit
             if element is not None:
                 sdata.write_element(name)
                 logger.info("Wrote %r to %s", name, sdata.path)
+    sdata.attrs.update(attrs)
+    if store is None and sdata.is_backed() and attrs:
+        sdata.write_attrs()
 
 
 def warn_points_column_in_memory(sdata: sd.SpatialData, points_key: str, column: str) -> None:

@@ -12,7 +12,7 @@ import spatialdata as sd
 from spatialdata.models import Labels2DModel, ShapesModel
 from spatialdata.transformations import get_transformation
 
-from .._constants import UNS_KEY, Key
+from .._constants import INSTANCE_KEY, UNS_KEY, Key, SopaAttrs
 from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_values
 from .._logging import logger
 from .._transcripts import check_genes
@@ -72,6 +72,9 @@ def _segmentation_elements(
     boundaries = None
     if with_boundaries:
         polygons = labels_to_polygons(labels)
+        # The id as a column too: sopa.aggregate re-indexes the polygons (Xenium Explorer ids), and
+        # this column is what still joins them to the labels and to gsn's table afterwards.
+        polygons[INSTANCE_KEY] = polygons.index.to_numpy()
         if len(polygons):
             transformations = dict(get_transformation(labels_element, get_all=True))
             boundaries = ShapesModel.parse(polygons, transformations=transformations)
@@ -93,7 +96,7 @@ def _segmentation_elements(
     return boundaries, table, points_key, ids
 
 
-def _write(sdata, key, elements, points_key, ids, *, overwrite: bool) -> None:
+def _write(sdata, key, elements, points_key, ids, *, overwrite: bool, image_key: str | None = None) -> None:
     if elements.get(Key.boundaries(key)) is None:
         # spatialdata cannot hold an empty shapes element; an empty segmentation keeps labels and table,
         # and drops the boundaries of an earlier result it replaces (None: remove).
@@ -103,7 +106,13 @@ def _write(sdata, key, elements, points_key, ids, *, overwrite: bool) -> None:
     # The table goes last: whoever sees the table sees the elements it describes.
     table = elements.pop(Key.table(key), None)
     elements = {**elements, Key.table(key): table} if table is not None else elements
-    add_elements(sdata, elements, overwrite=overwrite)
+    # sopa's registry of roles: its aggregate, explorer export and report then find this result.
+    attrs = {SopaAttrs.BOUNDARIES: Key.boundaries(key)} if Key.boundaries(key) in elements else {}
+    if points_key is not None and SopaAttrs.POINTS not in sdata.attrs:
+        attrs[SopaAttrs.POINTS] = points_key
+    if image_key is not None and SopaAttrs.IMAGE not in sdata.attrs:
+        attrs[SopaAttrs.IMAGE] = image_key
+    add_elements(sdata, elements, overwrite=overwrite, attrs=attrs)
     if ids is not None:
         set_points_column(sdata, points_key, Key.cell_id(key), ids)
         warn_points_column_in_memory(sdata, points_key, Key.cell_id(key))
@@ -123,6 +132,9 @@ def _default_points(sdata: sd.SpatialData, points_key: str | None) -> str | None
     if points_key is not None:
         return points_key
     keys = list(sdata.points.keys())
+    recorded = sdata.attrs.get(SopaAttrs.POINTS)
+    if isinstance(recorded, str) and recorded in keys:
+        return recorded
     if len(keys) > 1:
         raise ValueError(f"The SpatialData object has several points elements ({keys}); choose one with `points_key=`.")
     return keys[0] if keys else None
@@ -216,7 +228,7 @@ def write_segmentation(
         sdata, labels, element, labels_name=Key.labels(key_added), points_key=points_key, key=key_added, uns=params
     )
     elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
-    _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite)
+    _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=image_key)
     logger.info("%s: wrote %d cells", key_added, table.n_obs)
 
 
