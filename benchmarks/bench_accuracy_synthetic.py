@@ -146,7 +146,6 @@ def main() -> None:
     print_table(rows)
 
 
-
 def print_table(rows, first: str = "method") -> None:
     """Print ``(name, scores, note)`` rows as the markdown table both accuracy benchmarks report."""
     cols = ["cells", "matched IoU", "true-cell IoU", "F1@0.5", "tx to true cell"]

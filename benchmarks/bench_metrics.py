@@ -137,8 +137,10 @@ def bench_synthetic(side: int, n_cells: int, n_tx: int, baseline: bool) -> pd.Da
         return acc, tr
 
     acc, tr = timer("match_truth (IoU, 9 thresholds, transcript accuracy)", accuracy)
-    print(f"  (synthetic accuracy: AP@0.5 {acc.loc[0.5, 'average_precision']:.3f}, "
-          f"AP@0.9 {acc.loc[0.9, 'average_precision']:.3f}, transcripts {tr['transcript_accuracy']:.3f})")
+    print(
+        f"  (synthetic accuracy: AP@0.5 {acc.loc[0.5, 'average_precision']:.3f}, "
+        f"AP@0.9 {acc.loc[0.9, 'average_precision']:.3f}, transcripts {tr['transcript_accuracy']:.3f})"
+    )
 
     # end to end through SpatialData
     import spatialdata as sd
@@ -163,8 +165,10 @@ def bench_synthetic(side: int, n_cells: int, n_tx: int, baseline: bool) -> pd.Da
         n_crop = int(crop.max())
         dt = baseline_morphology(crop)
         scaled = dt * n_present / max(n_crop, 1)
-        print(f"  {'baseline: per-cell regionprops + ConvexHull (scaled)':<66s} {scaled:8.2f} s "
-              f"({dt:.1f} s for {n_crop} cells)")
+        print(
+            f"  {'baseline: per-cell regionprops + ConvexHull (scaled)':<66s} {scaled:8.2f} s "
+            f"({dt:.1f} s for {n_crop} cells)"
+        )
         timer.rows.append(("baseline: per-cell regionprops + ConvexHull (scaled from crop)", scaled))
     out = pd.DataFrame(timer.rows, columns=["step", "seconds"])
     print(f"peak resident memory {peak_gb():.1f} GB")
@@ -191,8 +195,10 @@ def bench_real() -> None:
     keep = table["stat"].isin(["ratio", "value", "fraction", "median"]) & ~table["metric"].isin(
         ["pixel_coverage", "rna_coverage"]
     )
-    wide = table[keep].assign(level=table["level"].fillna(-1)).pivot_table(
-        index=["metric", "stat", "level"], columns="key", values="value", observed=True
+    wide = (
+        table[keep]
+        .assign(level=table["level"].fillna(-1))
+        .pivot_table(index=["metric", "stat", "level"], columns="key", values="value", observed=True)
     )
     print(wide.round(3).to_string())
     curves = table[table["metric"].isin(["pixel_coverage", "rna_coverage"])].pivot_table(
@@ -208,8 +214,10 @@ def bench_real() -> None:
     settings = ({"min_genes": 30}, {"min_genes": 30, "exclude": "^NegPrb"}, {"min_genes": 30, "min_cell_fraction": 0.2})
     for kwargs in settings:
         p = correlation_reproducibility(fovs, "prior", return_pairs=True, **kwargs).iloc[0]
-        print(f"  {kwargs}: r = {p['r']:.4f} over {p['n_pairs']} gene pairs "
-              f"({p['n_genes']} genes; {p['n_cells_a']} and {p['n_cells_b']} cells)")
+        print(
+            f"  {kwargs}: r = {p['r']:.4f} over {p['n_pairs']} gene pairs "
+            f"({p['n_genes']} genes; {p['n_cells_a']} and {p['n_cells_b']} cells)"
+        )
 
 
 def main(argv=None) -> None:

@@ -67,7 +67,8 @@ def main() -> None:
                   f"{r['cell calling d=3/5/7']} | {timings[key]:.0f} |", flush=True)  # fmt: skip
         if name.startswith("xenium"):
             ids = sdata["transcripts"]["cell_id"].compute()
-            print(f"| {name} | Xenium instrument (cell_id) | {ids[ids > 0].nunique()} | - | {(ids > 0).mean():.3f} | - | - |")
+            n, fraction = ids[ids > 0].nunique(), (ids > 0).mean()
+            print(f"| {name} | Xenium instrument (cell_id) | {n} | - | {fraction:.3f} | - | - |")
 
 
 if __name__ == "__main__":

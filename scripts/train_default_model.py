@@ -137,8 +137,9 @@ def main() -> None:
     model.config.train_params["train_seconds"] = round(seconds, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
+    size_mb = args.out.stat().st_size / 1e6
     print(f"trained {args.epochs * args.steps_per_epoch} steps in {seconds / 60:.1f} min; "
-          f"final loss {model.history[-1]['loss']:.4f}; saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+          f"final loss {model.history[-1]['loss']:.4f}; saved {args.out} ({size_mb:.1f} MB)")  # fmt: skip
     for row in validate(gsn.models.load(args.out)):
         print(json.dumps(row))
 

@@ -58,15 +58,19 @@ def tiny_sdata(seed: int = 0) -> sd.SpatialData:
             "truth_labels": Labels2DModel.parse(labels, dims=("y", "x"), transformations=t),
             "nuclei_labels": Labels2DModel.parse(nuclei, dims=("y", "x"), transformations=t),
         },
-        points={"transcripts": PointsModel.parse(df, coordinates={"x": "x", "y": "y"}, feature_key="gene",
-                                                 transformations=t)},  # fmt: skip
+        points={
+            "transcripts": PointsModel.parse(
+                df, coordinates={"x": "x", "y": "y"}, feature_key="gene", transformations=t
+            )
+        },  # fmt: skip
     )
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a test module: tiny networks gain nothing from threads, and on a busy
-    machine OpenMP threads waiting on each other can be many times slower than one."""
+    machine OpenMP threads waiting on each other can be many times slower than one.
+    """
     import torch
 
     n = torch.get_num_threads()

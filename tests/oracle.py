@@ -69,7 +69,10 @@ def disks_sdata(shape=(300, 340), spacing=30, radius=9, seed=0) -> tuple[sd.Spat
     t = {"global": Identity()}
     sdata = sd.SpatialData(
         images={"dapi": Image2DModel.parse(image[None], dims=("c", "y", "x"), c_coords=["DAPI"], transformations=t)},
-        points={"transcripts": PointsModel.parse(df, coordinates={"x": "x", "y": "y"}, feature_key="gene",
-                                                 transformations=t)},  # fmt: skip
+        points={
+            "transcripts": PointsModel.parse(
+                df, coordinates={"x": "x", "y": "y"}, feature_key="gene", transformations=t
+            )
+        },  # fmt: skip
     )
     return sdata, labels

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gsn
 from tests.conftest import data_folder
+
+import gsn
 
 XENIUM_PIXEL_SIZE = 0.2125  # µm, meta.json of xenium_breast_bidcell
 

@@ -5,9 +5,9 @@ import pytest
 import spatialdata as sd
 from spatialdata.models import PointsModel
 from spatialdata.transformations import Identity, Scale, get_transformation
+from tests.conftest import tiny_arrays
 
 import gsn
-from tests.conftest import tiny_arrays
 
 
 def expected_ids(labels, df):
@@ -123,7 +123,9 @@ def test_cells_from_labels_noncontiguous_ids_and_split_cells(sdata):
     labels[50:55, 5:10] = 14  # a second piece of cell 14
     from spatialdata.models import Labels2DModel
 
-    sdata["odd_labels"] = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(sdata["dapi"], get_all=True))
+    sdata["odd_labels"] = Labels2DModel.parse(
+        labels, dims=("y", "x"), transformations=get_transformation(sdata["dapi"], get_all=True)
+    )
     gsn.tl.cells_from_labels(sdata, "odd_labels")
     assert list(sdata["odd_table"].obs["cell_id"]) == [7, 14, 21]
     assert sdata["odd_boundaries"].geometry[14].geom_type == "MultiPolygon"
@@ -132,8 +134,10 @@ def test_cells_from_labels_noncontiguous_ids_and_split_cells(sdata):
 def test_empty_labels_give_valid_empty_table(sdata):
     from spatialdata.models import Labels2DModel
 
-    sdata["empty_labels"] = Labels2DModel.parse(np.zeros((64, 80), np.int32), dims=("y", "x"),
-                                                transformations=get_transformation(sdata["dapi"], get_all=True))  # fmt: skip
+    transformations = get_transformation(sdata["dapi"], get_all=True)
+    sdata["empty_labels"] = Labels2DModel.parse(
+        np.zeros((64, 80), np.int32), dims=("y", "x"), transformations=transformations
+    )
     gsn.tl.cells_from_labels(sdata, "empty_labels")
     assert sdata["empty_table"].n_obs == 0
     assert (sdata["transcripts"]["empty_cell_id"].compute() == 0).all()

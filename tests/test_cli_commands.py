@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import spatialdata as sd
+from tests.stores import XENIUM_PIXEL_SIZE, write_xenium_store
 from typer.testing import CliRunner
 
 import gsn
 from gsn.cli import app
-from tests.stores import XENIUM_PIXEL_SIZE, write_xenium_store
 
 
 @pytest.fixture(scope="module")

@@ -232,7 +232,7 @@ def test_points_column_on_backed_object_warns(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_attrs_are_part_of_the_write(tmp_path):
-    """sopa's attrs travel with the elements: a run killed past its commit gets them when it is finished."""
+    """Sopa's attrs travel with the elements: a run killed past its commit gets them when it is finished."""
     store = _make_store(tmp_path, old_result=False)
     assert _run_child(store, overwrite=False, kill_at="committed").returncode == -signal.SIGKILL
     assert gsn.SopaAttrs.BOUNDARIES not in _read(store).attrs  # not yet finished

@@ -6,9 +6,9 @@ import pytest
 import spatialdata as sd
 from spatialdata.models import Image2DModel, PointsModel
 from spatialdata.transformations import Identity, Scale, get_transformation
+from tests.conftest import data_folder
 
 import gsn
-from tests.conftest import data_folder
 
 IMAGE_FOLDERS = ["xenium_breast_bidcell", "cosmx_lung12_fov002", "cosmx_lung12_fov003", "merscope_mouse_brain"]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from tests.test_metrics import make_sdata
 
 from gsn.tl._metrics_core import iou_matrix, match_iou, segmentation_accuracy
 from gsn.tl._metrics_truth import match_truth
-
-from tests.test_metrics import make_sdata
 
 pytestmark = pytest.mark.filterwarnings("ignore:The table is annotating:UserWarning")
 

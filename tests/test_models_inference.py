@@ -5,7 +5,6 @@ import torch
 
 from gsn.models import GeneSegUNet, predict_maps, tile_starts
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -3,7 +3,6 @@ import torch
 
 from gsn.models import DEFAULT_WIDTHS, SLIM_WIDTHS, GeneSegUNet, count_parameters, flops_per_pixel
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -2,9 +2,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from tests.plotting import check_figure
 
 import gsn
-from tests.plotting import check_figure
 
 
 def _epochs(n_rounds=1, n_epochs=6):

@@ -5,10 +5,10 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.container import BarContainer
 from matplotlib.patches import StepPatch
-
-import gsn
 from tests.conftest import data_folder
 from tests.plotting import check_figure
+
+import gsn
 
 KEYS = ["prior", "watershed"]
 CORR = {"min_genes": 30, "exclude": "^(NegPrb|NegControl|Blank)"}

@@ -1,9 +1,9 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from tests.plotting import check_figure
 
 import gsn
-from tests.plotting import check_figure
 
 
 @pytest.fixture

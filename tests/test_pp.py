@@ -1,10 +1,10 @@
 import dask.array as da
 import numpy as np
 import pytest
+from tests.conftest import tiny_arrays
 
 import gsn
 from gsn.pp._rna_map import rna_location_map_array
-from tests.conftest import tiny_arrays
 
 
 def brute_force_map(x, y, shape, sigma):

@@ -4,9 +4,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from tests.plotting import check_figure  # noqa: E402
 
 import gsn  # noqa: E402
-from tests.plotting import check_figure  # noqa: E402
 
 
 @pytest.fixture(scope="module")

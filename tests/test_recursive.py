@@ -9,7 +9,6 @@ from gsn.models import _recursive
 from gsn.models._recursive import check_training_labels, label_agreement
 from gsn.tl._train import train
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

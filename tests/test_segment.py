@@ -11,7 +11,6 @@ from gsn.models import GeneSegNetModel, ModelConfig, PredictedMaps, make_targets
 from gsn.tl._segment import image_pixel_size, segment
 from gsn.tl._train import train
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -156,4 +155,3 @@ def test_channel_selection_by_name(tiny_model):
     assert sdata.tables["genesegnet_table"].uns["genesegnet"]["channels"] == ["DAPI"]
     with pytest.raises(KeyError, match="no channel"):
         segment(sdata, tiny_model, key_added="x", channels=["nope"])
-

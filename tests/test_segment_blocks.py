@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-import gsn
 from tests.oracle import disks_sdata, oracle_model
 
+import gsn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,7 +24,9 @@ def test_blocks_give_the_same_cells_as_one_piece():
     sdata, truth = disks_sdata()
     model = oracle_model()
     gsn.tl.segment(sdata, model, grow=False, key_added="whole", min_area=5, center_threshold=0.2)
-    gsn.tl.segment(sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=100, halo=40)
+    gsn.tl.segment(
+        sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=100, halo=40
+    )
     whole, blocks = sdata["whole_labels"].values, sdata["blocks_labels"].values
     assert same_cells(whole, blocks) and blocks.max() == truth.max()
     table = sdata["blocks_table"]
@@ -37,10 +38,22 @@ def test_blocks_on_a_local_dask_cluster_match_one_process():
 
     sdata, truth = disks_sdata(shape=(200, 220), seed=1)
     model = oracle_model()
-    gsn.tl.segment(sdata, model, grow=False, key_added="local", min_area=5, center_threshold=0.2, block_size=80, halo=40)
+    gsn.tl.segment(
+        sdata, model, grow=False, key_added="local", min_area=5, center_threshold=0.2, block_size=80, halo=40
+    )
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:  # fmt: skip
-        gsn.tl.segment(sdata, model, grow=False, key_added="dask", min_area=5, center_threshold=0.2, block_size=80, halo=40, client=client)
+        gsn.tl.segment(
+            sdata,
+            model,
+            grow=False,
+            key_added="dask",
+            min_area=5,
+            center_threshold=0.2,
+            block_size=80,
+            halo=40,
+            client=client,
+        )
     np.testing.assert_array_equal(sdata["dask_labels"].values, sdata["local_labels"].values)
     assert same_cells(sdata["dask_labels"].values, truth)
 
@@ -55,7 +68,9 @@ def test_blocks_with_rescaling_and_auto_rna_scale():
     model.config.pixel_size = 0.5
     model.config.rna_scale = "auto"
     gsn.tl.segment(sdata, model, grow=False, key_added="whole", min_area=5, center_threshold=0.2)
-    gsn.tl.segment(sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=64, halo=40)
+    gsn.tl.segment(
+        sdata, model, grow=False, key_added="blocks", min_area=5, center_threshold=0.2, block_size=64, halo=40
+    )
     assert same_cells(sdata["whole_labels"].values, sdata["blocks_labels"].values)
 
 

@@ -120,8 +120,14 @@ def test_transcripts_match_truth(small):
 
 def test_parameters_respected():
     sdata = gsn.datasets.synthetic(
-        shape=(96, 160), n_genes=7, n_cell_types=2, transcripts_per_cell=40, background_fraction=0.25,
-        pixel_size=0.25, n_cells=20, seed=5,
+        shape=(96, 160),
+        n_genes=7,
+        n_cell_types=2,
+        transcripts_per_cell=40,
+        background_fraction=0.25,
+        pixel_size=0.25,
+        n_cells=20,
+        seed=5,
     )
     assert sdata["dapi"].shape == (1, 96, 160)
     df = sdata["transcripts"].compute()

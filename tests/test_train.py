@@ -6,7 +6,6 @@ import gsn
 from gsn.models import Augmentation, GeneSegNetModel, ModelConfig, TrainingSample, random_crop, train_network
 from gsn.tl._train import train
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -39,7 +39,7 @@ def _pick(kind: str, available: Sequence[str], key: str | None, argument: str) -
 
 
 def _from_attrs(sdata: sd.SpatialData, attr: str, available: Sequence[str]) -> str | None:
-    """The element sopa recorded for a role in ``sdata.attrs``, when it exists in the object."""
+    """Return the element sopa recorded for a role in ``sdata.attrs``, when it exists in the object."""
     key = sdata.attrs.get(attr)
     return key if isinstance(key, str) and key in available else None
 
@@ -109,7 +109,8 @@ def get_single_channel(
 def get_points(sdata: sd.SpatialData, points_key: str | None = None) -> tuple[str, Any]:
     """Return the key and the (dask) dataframe of a points element, checking it has x/y and a gene column.
 
-    Without ``points_key``: the only points element, or the one sopa recorded (``sdata.attrs["transcripts_dataframe"]``).
+    Without ``points_key``: the only points element, or the one sopa recorded
+    (``sdata.attrs["transcripts_dataframe"]``).
     """
     if points_key is None:
         points_key = _from_attrs(sdata, SopaAttrs.POINTS, list(sdata.points.keys()))

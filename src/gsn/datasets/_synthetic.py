@@ -252,9 +252,7 @@ def _grow_cells(
     return owner, nrho
 
 
-def _prior_from_image(
-    image: np.ndarray, nucleus_radius: float, errors: float, rng: np.random.Generator
-) -> np.ndarray:
+def _prior_from_image(image: np.ndarray, nucleus_radius: float, errors: float, rng: np.random.Generator) -> np.ndarray:
     """Nucleus-sized noisy labels from the image, as a classical nucleus segmenter would give.
 
     Background subtraction, a local threshold (a fixed fraction of the smoothed local maximum, and

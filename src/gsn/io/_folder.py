@@ -24,7 +24,7 @@ def _read_meta(file: Path) -> dict:
         raise ValueError(f"{file}: not valid JSON ({e}).") from e
     if not isinstance(meta, dict):
         raise ValueError(
-            f"{file}: must hold a JSON object such as {{\"pixel_size_um\": 0.2125}}, got a {type(meta).__name__}."
+            f'{file}: must hold a JSON object such as {{"pixel_size_um": 0.2125}}, got a {type(meta).__name__}.'
         )
     px = meta.get("pixel_size_um")
     if px is not None and (isinstance(px, bool) or not isinstance(px, int | float) or not np.isfinite(px) or px <= 0):

@@ -160,4 +160,3 @@ def refine_label_image(
             allowed = pieces == int(np.argmax(sizes))
         out[win][allowed] = cid
     return out
-

@@ -128,7 +128,7 @@ def _as_keys(keys) -> list[str] | None:
 
 
 def _compare_table(data, keys, *, per_cell: bool = False, **kwargs) -> tuple[pd.DataFrame, list[str]]:
-    """The tidy table of :func:`gsn.tl.compare` and the keys to draw, in order."""
+    """Return the tidy table of :func:`gsn.tl.compare` and the keys to draw, in order."""
     keys = _as_keys(keys)
     if isinstance(data, pd.DataFrame):
         missing = [c for c in COMPARE_COLUMNS if c not in data.columns]
@@ -326,8 +326,10 @@ def _draw_distribution(ax: Axes, table, keys, colors, *, metric, log=None, violi
     _require(table, metric, "median", f"per-cell metric {metric!r} is missing.")
     cells = {k: _per_cell(table, k, metric) for k in keys}
     if log is None:
-        log = metric in LOG_METRICS and all((v > 0).all() for v in cells.values()) and all(
-            _scalar(table, k, metric, "q05") > 0 for k in keys
+        log = (
+            metric in LOG_METRICS
+            and all((v > 0).all() for v in cells.values())
+            and all(_scalar(table, k, metric, "q05") > 0 for k in keys)
         )
     boxes = []
     for i, key in enumerate(keys):

@@ -27,7 +27,7 @@ def make_axes(n: int, ax: Axes | Sequence[Axes] | None, *, panel_size=(4.0, 4.0)
 
 
 def finish(fig: Figure, axes: list[Axes], *, show: bool | None, return_fig: bool, user_ax: bool):
-    """scanpy's ending: the figure if asked, else show it (default when gsn made it), else the Axes."""
+    """Scanpy's ending: the figure if asked, else show it (default when gsn made it), else the Axes."""
     if return_fig:
         return fig
     if show is None:

@@ -76,7 +76,7 @@ def _auto_scale(total, q: float = AUTO_SCALE_PERCENTILE) -> float:
 def auto_scale(
     x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, sigma: float, chunks: int | None = None
 ) -> float:
-    """The divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
+    """Return the divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
     return _auto_scale(rna_location_map_array(x, y, shape, sigma=sigma, chunks=chunks, _unclipped=True))
 
 

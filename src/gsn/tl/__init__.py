@@ -4,8 +4,8 @@ from ._assign import assign_transcripts, lookup_labels
 from ._boundaries import labels_to_polygons
 from ._cells import aggregate, cells_from_labels, write_segmentation
 from ._compare import compare
-from ._grow import grow_cells
 from ._correlation import correlation_reproducibility, gene_correlation
+from ._grow import grow_cells
 from ._metrics import cell_calling, genes_per_cell, morphology, pixel_coverage, rna_coverage
 from ._metrics_truth import match_truth
 from ._purity import expansion_curve, marker_genes, mecr, purity

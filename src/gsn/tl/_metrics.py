@@ -285,7 +285,7 @@ def genes_per_cell(
     layer: str | None = None,
     key_added: str | None = "n_genes",
 ) -> pd.DataFrame:
-    """Number of detected genes per cell and its histogram (GeneSegNet paper, Fig. 2f).
+    """Count the detected genes per cell and give their histogram (GeneSegNet paper, Fig. 2f).
 
     A gene is detected in a cell when it has at least one read there.
 

@@ -89,9 +89,7 @@ def as_labels(labels, *, name: str = "Label image", allow_mask: bool = True, lar
     return labels
 
 
-def pixel_index(
-    x: np.ndarray, y: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_index(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and the in-image mask of points ``(x, y)``: pixel ``(floor(y), floor(x))``."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -182,7 +180,7 @@ def distance_to_cells(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, ma
     del g
     flat = gp.ravel()
     base = np.asarray(rows, dtype=np.int64) * (w + 2 * m) + np.asarray(cols, dtype=np.int64) + m
-    squares = (np.arange(cap + 1, dtype=np.int32) ** 2)
+    squares = np.arange(cap + 1, dtype=np.int32) ** 2
     d2 = np.full(len(base), cap * cap, dtype=np.int32)
     for dc in range(-m, m + 1):
         np.minimum(d2, squares[flat[base + dc]] + dc * dc, out=d2)
@@ -590,7 +588,7 @@ def rna_coverage_from_labels(
 # genes per cell (Fig. 2f)
 # --------------------------------------------------------------------------------------------------
 def n_genes_from_counts(counts) -> np.ndarray:
-    """Number of genes with at least one read in each cell (row) of a cells x genes count matrix."""
+    """Count the genes with at least one read in each cell (row) of a cells x genes count matrix."""
     if sparse.issparse(counts):
         counts = sparse.csr_matrix(counts)
         return np.diff((counts > 0).indptr).astype(np.int64)
@@ -612,18 +610,14 @@ def histogram_table(values: np.ndarray, *, bins: int | Sequence[float] | None = 
     n = len(values)
     if bins is None:
         counts = np.bincount(values.astype(np.int64)) if n else np.zeros(0, np.int64)
-        return pd.DataFrame(
-            {name: np.arange(len(counts)), "n_cells": counts, "fraction": counts / max(n, 1)}
-        )
+        return pd.DataFrame({name: np.arange(len(counts)), "n_cells": counts, "fraction": counts / max(n, 1)})
     if np.ndim(bins) == 0:
         hi = float(values.max()) if n else 1.0
         edges = np.linspace(0.0, max(hi, 1.0) + 1e-9, int(bins) + 1)
     else:
         edges = np.asarray(bins, dtype=np.float64)
     counts, edges = np.histogram(values, bins=edges)
-    return pd.DataFrame(
-        {"lower": edges[:-1], "upper": edges[1:], "n_cells": counts, "fraction": counts / max(n, 1)}
-    )
+    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "n_cells": counts, "fraction": counts / max(n, 1)})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -699,10 +693,8 @@ def match_iou(iou: sparse.csr_matrix, threshold: float) -> tuple[np.ndarray, np.
     return rows, cols, values
 
 
-def segmentation_accuracy(
-    iou: sparse.csr_matrix, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
-) -> pd.DataFrame:
-    """Detection scores at each IoU threshold from a predicted x true IoU matrix.
+def segmentation_accuracy(iou: sparse.csr_matrix, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> pd.DataFrame:
+    """Score detection at each IoU threshold from a predicted x true IoU matrix.
 
     Columns: ``n_pred``, ``n_true``, ``tp``, ``fp``, ``fn``, ``precision`` = tp / (tp + fp), ``recall`` =
     tp / (tp + fn), ``f1``, ``average_precision`` = tp / (tp + fp + fn) (the "AP" of Cellpose and

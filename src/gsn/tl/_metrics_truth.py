@@ -98,9 +98,7 @@ def match_truth(
 
         points_key, points = get_points(sdata, points_key)
         pred_col = Key.cell_id(Key.prefix(pred_name))
-        truth_col = next(
-            (c for c in (truth_column, Key.cell_id(Key.prefix(truth_name))) if c in points.columns), None
-        )
+        truth_col = next((c for c in (truth_column, Key.cell_id(Key.prefix(truth_name))) if c in points.columns), None)
         columns = list(dict.fromkeys(c for c in (pred_col, truth_col) if c is not None and c in points.columns))
         _, tx = transcripts_in_frame(sdata, pred_element, pred_name, points_key, columns)
         x, y = tx["x"].to_numpy(), tx["y"].to_numpy()

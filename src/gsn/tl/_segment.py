@@ -462,8 +462,10 @@ def _zoom(own: float | None, target: float | None, *, image_key: str = "image", 
     if own is not None and target is not None and abs(own / target - 1) > _PIXEL_SIZE_RTOL:
         factor = own / target
         if not 1 / MAX_ZOOM <= factor <= MAX_ZOOM:
-            size = "" if shape is None else (
-                f" ({shape[0]} x {shape[1]} px -> {round(shape[0] * factor)} x {round(shape[1] * factor)} px)"
+            size = (
+                ""
+                if shape is None
+                else (f" ({shape[0]} x {shape[1]} px -> {round(shape[0] * factor)} x {round(shape[1] * factor)} px)")
             )
             raise ValueError(
                 f"Image {image_key!r} has pixel size {own:.4g} and the model {target:.4g} (microns per pixel): a "
