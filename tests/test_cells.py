@@ -102,9 +102,9 @@ def test_cells_from_labels_keys_and_ids(sdata):
         for j, gene in enumerate(table.var_names):
             assert table.X[cell - 1, j] == np.sum((ids == cell) & (df.gene.astype(str) == gene))
     assert table.obs["n_transcripts"].sum() == np.sum(ids > 0)
-    # polygons follow pixel edges: cell 1 covers x, y in [5, 25)
-    assert shapes.geometry[1].area == pytest.approx(400, rel=0.02)
-    assert shapes.geometry[1].bounds == pytest.approx((5, 5, 25, 25), abs=0.51)
+    # polygons follow pixel edges exactly: cell 1 covers x, y in [5, 25)
+    assert shapes.geometry[1].area == 400
+    assert shapes.geometry[1].bounds == (5, 5, 25, 25)
     np.testing.assert_array_equal(sdata["transcripts"]["seg_cell_id"].compute(), ids)
     assert table.uns["genesegnet"]["labels"] == "truth_labels"
 

@@ -75,10 +75,9 @@ def test_sopa_aggregate_explorer_and_plot_by_cluster(segmented, tmp_path):
     genes = ours.var_names
     sopa_counts = np.asarray(table[:, genes].X.sum(axis=1)).ravel()
     gsn_counts = np.asarray(matched.X.sum(axis=1)).ravel()
-    # sopa counts points inside the polygons, gsn by pixel; they differ only for molecules on a border
-    assert sopa_counts.sum() == pytest.approx(gsn_counts.sum(), rel=0.01)
-    assert np.corrcoef(sopa_counts, gsn_counts)[0, 1] > 0.99
-    assert np.max(np.abs(sopa_counts - gsn_counts) / np.maximum(gsn_counts, 1)) < 0.05
+    # sopa counts points inside the polygons, gsn by pixel: the polygons follow the pixel edges, so the
+    # counts agree (only a molecule exactly on a pixel edge could differ)
+    np.testing.assert_array_equal(sopa_counts, gsn_counts)
 
     # clusters by expression, on sopa's table
     adata = table.copy()

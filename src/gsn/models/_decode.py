@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage.measure import label as _skimage_label
 
 DEFAULT_CENTER_THRESHOLD = 0.5
 DEFAULT_MASK_THRESHOLD = 0.5
@@ -93,62 +94,66 @@ def clean_labels(labels: np.ndarray, *, min_area: int = DEFAULT_MIN_AREA, fill_h
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}.")
-    labels = labels.astype(np.int64, copy=False)
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        labels = np.where(labels > 0, labels, 0)  # negative ids are background, as they always were here
     if not labels.any():
         return np.zeros(labels.shape, dtype=np.int32)
 
-    # 1. largest piece per cell
-    pieces, n = _pieces_per_label(labels)
-    fg = pieces > 0
-    pid = pieces[fg]
-    size = np.bincount(pid, minlength=n + 1)
-    lab_of_piece = np.zeros(n + 1, dtype=np.int64)
-    lab_of_piece[pid] = labels[fg]
+    # Everything per cell is decided on small per-piece / per-region tables and the image is read
+    # through lookups: no whole-image sort (np.unique) and no int64 copy of the labels.
+    #
+    # 1. largest piece per cell. The pieces are numbered in raster order of their first pixel (as
+    # scipy's and skimage's labelling do), which makes that numbering the order of step 4 too.
+    pieces, n = _skimage_label(labels, connectivity=1, background=0, return_num=True)
+    size = np.bincount(pieces.ravel(), minlength=n + 1)
+    lab_of_piece = np.zeros(n + 1, dtype=labels.dtype)
+    lab_of_piece[pieces] = labels  # every pixel of a piece writes the same value
     order = np.lexsort((-size[1:], lab_of_piece[1:])) + 1  # by label, largest piece first
     first = np.ones(order.size, dtype=bool)
     first[1:] = lab_of_piece[order[1:]] != lab_of_piece[order[:-1]]
     keep = np.zeros(n + 1, dtype=bool)
     keep[order[first]] = True
-    out = np.where(keep[pieces], labels, 0)
+    kept = np.flatnonzero(keep)
+    # cells 1..k in piece order, i.e. by first appearance (a filled hole never precedes its cell)
+    cell_of_piece = np.zeros(n + 1, dtype=np.int32)
+    cell_of_piece[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    area = np.zeros(kept.size + 1, dtype=np.int64)
+    area[1:] = size[kept]
 
     # 2. fill holes enclosed by a single cell
+    hole_pixels = hole_cells = None
     if fill_holes:
-        bg, nb = ndimage.label(out == 0)
-        if nb:
-            border = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
-            # (background region, neighbouring cell) pairs from the 4 neighbour directions
-            pairs = []
-            for a, b in (
-                (bg[1:], out[:-1]),
-                (bg[:-1], out[1:]),
-                (bg[:, 1:], out[:, :-1]),
-                (bg[:, :-1], out[:, 1:]),
-            ):
-                m = (a > 0) & (b > 0)
-                pairs.append(np.stack([a[m], b[m]], axis=1))
-            pairs = np.unique(np.concatenate(pairs), axis=0)
-            if pairs.size:
-                n_neigh = np.bincount(pairs[:, 0], minlength=nb + 1)
-                fill_with = np.zeros(nb + 1, dtype=np.int64)
-                fill_with[pairs[:, 0]] = pairs[:, 1]
-                fillable = n_neigh == 1
-                fillable[border] = False
-                fillable[0] = False
-                holes = fillable[bg]
-                out[holes] = fill_with[bg[holes]]
+        bg, nb = ndimage.label(~keep[pieces])
+        candidate = np.ones(nb + 1, dtype=bool)
+        candidate[0] = False
+        candidate[np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]])] = False
+        if candidate.any():
+            # only the pixels of regions away from the border (usually few), so their 4 neighbours
+            # are inside the image
+            idx = np.flatnonzero(candidate[bg])
+            region = bg.ravel()[idx]
+            w = labels.shape[1]
+            cells = cell_of_piece[pieces.ravel()[idx[:, None] + np.array([-w, w, -1, 1])]]
+            stride = np.int64(kept.size + 1)
+            pairs = np.unique((region[:, None] * stride + cells)[cells > 0])  # distinct (region, cell)
+            region_of_pair, cell_of_pair = np.divmod(pairs, stride)
+            n_neigh = np.bincount(region_of_pair, minlength=nb + 1)
+            fill_with = np.zeros(nb + 1, dtype=np.int32)
+            fill_with[region_of_pair] = cell_of_pair
+            fillable = candidate & (n_neigh == 1)
+            filled = fillable[region]
+            hole_pixels, hole_cells = idx[filled], fill_with[region[filled]]
+            area += np.bincount(hole_cells, minlength=area.size)
 
-    # 3. small cells
-    ids, inv, area = np.unique(out, return_inverse=True, return_counts=True)
-    inv = inv.reshape(out.shape)
-    small = (area < min_area) & (ids > 0)
-    # 4. relabel 1..n by first appearance in raster order, so ids are stable and reproducible
-    keep_id = (ids > 0) & ~small
-    first_pos = np.full(ids.size, np.iinfo(np.int64).max)
-    np.minimum.at(first_pos, inv.ravel(), np.arange(out.size))
-    new = np.zeros(ids.size, dtype=np.int32)
-    kept = np.flatnonzero(keep_id)
-    new[kept[np.argsort(first_pos[kept])]] = np.arange(1, kept.size + 1, dtype=np.int32)
-    return new[inv]
+    # 3. small cells, 4. relabel 1..n in the order above, so ids are stable and reproducible
+    survive = area >= min_area
+    survive[0] = False
+    new = np.zeros(area.size, dtype=np.int32)
+    new[survive] = np.arange(1, np.count_nonzero(survive) + 1, dtype=np.int32)
+    out = new[cell_of_piece][pieces]
+    if hole_pixels is not None:
+        out.ravel()[hole_pixels] = new[hole_cells]
+    return out
 
 
 def decode_instances(
