@@ -178,6 +178,23 @@ def test_threads_from_the_settings_and_the_machine(default_net, restore_settings
     assert runner_mod.default_threads() <= torch.get_num_threads()  # never above torch's own setting (1 here)
 
 
+def test_runners_share_their_thread_chooser(default_net, restore_settings):
+    if runner_mod.cpu_count() < 2:
+        pytest.skip("one CPU: no thread count to choose")
+    gsn.settings.threads = None
+    torch.set_num_threads(2)  # the module fixture set 1; the chooser needs a choice
+    try:
+        with (
+            TileRunner(default_net, "cpu", precision="fp32") as a,
+            TileRunner(default_net, "cpu", precision="fp32") as b,
+        ):
+            assert a._chooser is b._chooser is not None
+            a(np.zeros((1, 2, 32, 32), np.float32))
+            assert a._chooser.calls >= 1 and a.describe()["threads_measured"]
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_thread_chooser_follows_the_timings():
     c = _ThreadChooser(2)
     seen = []

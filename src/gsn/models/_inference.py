@@ -110,7 +110,8 @@ def predict_maps(
     overlap
         Fraction of a tile shared with its neighbour along each axis, in [0, 1).
     batch_size
-        Tiles per forward pass.
+        Tiles cut, predicted and accumulated at a time; the runner splits them into forward passes of
+        ``gsn.settings.max_batch`` tiles (by default two 256 px tiles on a CPU, all on a GPU).
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
     blending

@@ -401,6 +401,7 @@ class _ThreadChooser:
     slower than one (docs/model.md, "CPU speed"). Neither choice is safe in advance, so the runner
     measures: its first calls alternate the two counts (until one is clearly faster, at most three
     calls each), then the faster by the median seconds per megapixel of its last three calls is used.
+    Runners of one process with the same arithmetic share a chooser (calibration is paid once).
     The other count is tried again now and then, so a change of load is noticed: after 8 calls, then
     twice as many each time it loses, and never so often that the tries cost more than about 10 %.
     """
@@ -456,6 +457,10 @@ class _ThreadChooser:
             self._schedule(grow=False)
         else:
             self._schedule(grow=True)
+
+
+_CHOOSERS: dict[tuple, _ThreadChooser] = {}
+"""One thread chooser per (thread count, precision, backend) in this process."""
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -564,8 +569,6 @@ class TileRunner:
             self.threads = fixed
         else:
             self.threads = default_threads()
-            if self.threads > 1:
-                self._chooser = _ThreadChooser(self.threads)
         if self.device.type == "cpu" and self.precision == "bf16" and not _cpu_has_native_bf16():
             logger.warning("bf16 on a CPU without native bf16 instructions is emulated and slower than fp32.")
         self._set_threads()
@@ -573,6 +576,7 @@ class TileRunner:
         if self._spec[0] == "module":
             self.backend = "module"
             self._forward = self._plain_forward(self._spec[1], dtype)
+            self._choose_threads_by_timing(fixed)
             return
         if net is None:
             _, in_channels, widths, offset_scale, state = self._spec
@@ -591,7 +595,15 @@ class TileRunner:
                 logger.debug("Fused oneDNN path unavailable (%s: %s); using the folded module.", type(e).__name__, e)
         if self._forward is None:
             self._forward = self._module_forward(folded, dtype)
+        self._choose_threads_by_timing(fixed)
         logger.debug("TileRunner: %s", self.describe())
+
+    def _choose_threads_by_timing(self, fixed: int | None) -> None:
+        if self.device.type == "cpu" and not fixed and self.threads > 1:
+            # Shared by the runners of this process with the same arithmetic, so that calibration is paid once.
+            key = (self.threads, self.precision, self.backend)
+            self._chooser = _CHOOSERS.setdefault(key, _ThreadChooser(self.threads))
+            self.threads = self._chooser.current
 
     def _module_forward(self, folded: _Folded, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
         # The body's weights are cast to `dtype` once (what autocast would do on every call).
