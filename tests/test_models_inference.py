@@ -30,7 +30,7 @@ def test_tile_starts_cover_the_axis(length, tile, overlap):
 
 def test_single_tile_equals_direct_prediction(net):
     x = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
-    maps = predict_maps(net, x, tile=64, overlap=0.5, progress=False)
+    maps = predict_maps(net, x, tile=64, overlap=0.5, progress=False, precision="fp32")
     with torch.no_grad():
         out = net(torch.from_numpy(x)[None])
     np.testing.assert_allclose(maps.mask, torch.sigmoid(out.mask_logits)[0, 0].numpy(), atol=1e-5)

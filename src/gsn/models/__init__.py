@@ -10,6 +10,7 @@ from ._inference import PredictedMaps, predict_maps, tile_starts
 from ._loss import LossTerms, genesegnet_loss
 from ._model import GeneSegNetModel, ModelConfig, as_model, load, resolve_device
 from ._recursive import check_training_labels, label_agreement, recursive_train, update_labels
+from ._runner import TileRunner
 from ._targets import Targets, cell_centers, make_targets, make_targets_batch
 from ._training import Augmentation, TrainingSample, random_crop, train_network
 from ._unet import DEFAULT_WIDTHS, SLIM_WIDTHS, GeneSegUNet, UNetOutput, count_parameters, flops_per_pixel
@@ -25,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "PredictedMaps",
     "Targets",
+    "TileRunner",
     "TrainingSample",
     "UNetOutput",
     "as_model",
