@@ -18,7 +18,6 @@ from tests.conftest import PIXEL_SIZE, tiny_arrays, tiny_sdata
 
 import gsn
 import gsn.models
-from gsn.models import PredictedMaps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -352,12 +351,10 @@ def test_read_folder_bad_transcripts_file(folder):
 
 # ------------------------------------------------------------------------------------ empty segmentation
 def test_empty_segmentation_warns_what_to_try(sdata, monkeypatch, caplog):
-    def nothing(net, inputs, **kwargs):
-        shape = inputs.shape[1:]
-        zeros = np.zeros(shape, np.float32)
-        return PredictedMaps(zeros, zeros, np.zeros((2, *shape), np.float32))
+    def nothing(runner, inputs, window, core, shape, **kwargs):
+        return np.zeros((4, *core.shape), np.float32)
 
-    monkeypatch.setattr(gsn.models, "predict_maps", nothing)
+    monkeypatch.setattr(gsn.models._inference, "predict_window", nothing)
     with caplog.at_level(logging.WARNING, logger="gsn"):
         gsn.tl.segment(sdata)
     text = caplog.text

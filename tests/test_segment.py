@@ -7,7 +7,7 @@ from spatialdata.transformations import Scale, get_transformation
 
 import gsn
 import gsn.models
-from gsn.models import GeneSegNetModel, ModelConfig, PredictedMaps, make_targets
+from gsn.models import GeneSegNetModel, ModelConfig, make_targets
 from gsn.tl._segment import image_pixel_size, segment
 from gsn.tl._train import train
 
@@ -34,12 +34,13 @@ def oracle(monkeypatch, synth):
     """Replace the network's output by perfect maps made from the true cells."""
     truth = np.asarray(synth.labels["truth_labels"].values)
 
-    def fake_predict_maps(net, inputs, **kwargs):
-        assert inputs.shape[1:] == truth.shape
+    def fake_predict_window(runner, inputs, window, core, shape, **kwargs):
+        assert shape == truth.shape
         t = make_targets(truth)
-        return PredictedMaps(t.mask, t.center, t.offsets)
+        maps = np.concatenate([t.mask[None], t.center[None], t.offsets])
+        return maps[(slice(None), *core.slices)]
 
-    monkeypatch.setattr(gsn.models, "predict_maps", fake_predict_maps)
+    monkeypatch.setattr(gsn.models._inference, "predict_window", fake_predict_window)
     return truth
 
 

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from tests.conftest import data_folder
 from tests.oracle import disks_sdata, oracle_model
+from tests.stores import XENIUM_PIXEL_SIZE
 
 import gsn
 
@@ -31,6 +33,32 @@ def test_blocks_give_the_same_cells_as_one_piece():
     assert same_cells(whole, blocks) and blocks.max() == truth.max()
     table = sdata["blocks_table"]
     assert table.uns["genesegnet"]["block_size"] == 100 and table.n_obs == truth.max()
+
+
+@pytest.fixture(scope="module")
+def xenium_crop():
+    sdata = gsn.io.read_folder(data_folder("xenium_breast_bidcell"))
+    side = (700 * XENIUM_PIXEL_SIZE, 900 * XENIUM_PIXEL_SIZE)
+    return sdata.query.bounding_box(
+        axes=("x", "y"), min_coordinate=[300, 100], max_coordinate=[300 + side[1], 100 + side[0]],
+        target_coordinate_system="global",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_block_size_does_not_change_the_cells(xenium_crop):
+    """The default model on a real crop (resampled to its pixel size, bf16 where the CPU has it): the
+    same labels, ids included, from one piece and from blocks of three sizes."""
+    sdata = xenium_crop
+    labels = {}
+    for block_size in (4096, 160, 256, 400):
+        key = f"b{block_size}"
+        gsn.tl.segment(sdata, key_added=key, grow=False, block_size=block_size, halo=128)
+        labels[block_size] = np.asarray(sdata[f"{key}_labels"].values)
+    assert labels[4096].max() > 50
+    for block_size in (160, 256, 400):
+        np.testing.assert_array_equal(labels[block_size], labels[4096])
+        assert sdata[f"b{block_size}_table"].uns["genesegnet"]["block_size"] == block_size
 
 
 def test_blocks_on_a_local_dask_cluster_match_one_process():

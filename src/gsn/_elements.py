@@ -160,6 +160,35 @@ def label_values(sdata: sd.SpatialData, labels_key: str | None = None) -> tuple[
     return key, element, as_labels(np.asarray(element.values), name=f"Labels {key!r}", allow_mask=False)
 
 
+def label_source(sdata: sd.SpatialData, labels_key: str | None = None):
+    """Key, element and a window reader of a labels element, validating each window as it is read.
+
+    The lazy counterpart of :func:`label_values` for whole-slide steps: nothing is loaded until a
+    block reads its window, and each window is checked as :func:`gsn.tl._metrics_core.as_labels`
+    checks a whole image (integer ids, no negatives, ids not far above the image's pixel count).
+    """
+    from .blockwise import ArraySource
+    from .tl._metrics_core import MIN_MAX_LABEL_ID, as_labels
+
+    key, element = get_labels(sdata, labels_key)
+    name = f"Labels {key!r}"
+    if element.dtype.kind not in "iu":  # refuse before loading the values
+        as_labels(np.zeros((1, 1), element.dtype), name=name, allow_mask=False)
+    n_pixels = int(element.sizes["y"]) * int(element.sizes["x"])
+
+    def check(values: np.ndarray) -> np.ndarray:
+        values = as_labels(values, name=name, allow_mask=False, large_ids=True)
+        top = int(values.max()) if values.size else 0
+        if top > max(n_pixels, MIN_MAX_LABEL_ID):
+            raise ValueError(
+                f"{name}: the largest cell id is {top}, far above the number of pixels ({n_pixels}); gsn indexes "
+                "cells by id, so renumber them first, e.g. `skimage.segmentation.relabel_sequential(labels)[0]`."
+            )
+        return values
+
+    return key, element, ArraySource(element, check=check)
+
+
 def check_free(
     sdata: sd.SpatialData, names: Sequence[str], *, overwrite: bool, inputs: Sequence[str | None] = ()
 ) -> None:

@@ -8,6 +8,8 @@ pixel centres at ``i + 0.5``, so the pixel i covers ``[i, i + 1)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import spatialdata as sd
@@ -64,6 +66,73 @@ def check_genes(genes: pd.Series, *, points_key: str, column: str) -> None:
         )
 
 
+@dataclass
+class CoordinateSummary:
+    """What :func:`check_coordinates` needs to know of transcript pixel coordinates; summable over chunks."""
+
+    n: int = 0
+    n_nan: int = 0
+    n_out: int = 0
+    xmin: float = np.inf
+    xmax: float = -np.inf
+    ymin: float = np.inf
+    ymax: float = -np.inf
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> tuple[CoordinateSummary, np.ndarray]:
+        """Summarise one chunk; also return the mask of its finite points inside ``shape``."""
+        h, w = shape
+        finite = np.isfinite(x) & np.isfinite(y)
+        inside = finite & (x >= 0) & (y >= 0) & (x < w) & (y < h)
+        xf, yf = x[finite], y[finite]
+        summary = cls(len(x), len(x) - int(finite.sum()), int(finite.sum()) - int(inside.sum()))
+        if len(xf):
+            summary.xmin, summary.xmax = float(xf.min()), float(xf.max())
+            summary.ymin, summary.ymax = float(yf.min()), float(yf.max())
+        return summary, inside
+
+    def __add__(self, other: CoordinateSummary) -> CoordinateSummary:
+        return CoordinateSummary(
+            self.n + other.n, self.n_nan + other.n_nan, self.n_out + other.n_out, min(self.xmin, other.xmin),
+            max(self.xmax, other.xmax), min(self.ymin, other.ymin), max(self.ymax, other.ymax),
+        )  # fmt: skip
+
+    def check(self, shape: tuple[int, int], *, points_key: str, image_key: str) -> None:
+        """Raise on NaNs or when no transcript falls inside; warn about transcripts outside or a suspicious extent."""
+        if self.n_nan:
+            raise ValueError(
+                f"{self.n_nan} of {self.n} transcripts in {points_key!r} have NaN or infinite coordinates; "
+                "drop them first (e.g. `sdata.points[key] = PointsModel.parse(df.dropna(subset=['x', 'y']), ...)`)."
+            )
+        h, w = shape
+        n_out = self.n_out
+        if self.n and n_out == self.n:
+            raise ValueError(
+                f"All {self.n} transcripts of {points_key!r} fall outside image {image_key!r} ({h} x {w} px) once "
+                f"mapped to its pixels (x range {self.xmin:.1f}..{self.xmax:.1f}, y range {self.ymin:.1f}.."
+                f"{self.ymax:.1f}). Check the transformations of both elements: are the transcripts in microns "
+                "without a scale transformation to the image's coordinate system?"
+            )
+        if n_out:
+            logger.warning(
+                "%d of %d transcripts (%.2f%%) of %r fall outside image %r (%d x %d px) and are ignored "
+                "(transcripts span x %.1f..%.1f, y %.1f..%.1f in the image's pixels).",
+                n_out, self.n, 100 * n_out / self.n, points_key, image_key, h, w, self.xmin, self.xmax, self.ymin,
+                self.ymax,
+            )  # fmt: skip
+        elif self.n >= _MIN_POINTS_FOR_EXTENT:
+            span_x, span_y = self.xmax - self.xmin, self.ymax - self.ymin
+            if span_x < _MIN_EXTENT_FRACTION * w and span_y < _MIN_EXTENT_FRACTION * h:
+                logger.warning(
+                    "The transcripts of %r span only x %.1f..%.1f, y %.1f..%.1f of image %r, which is x 0..%d, "
+                    "y 0..%d px (%.0f%% x %.0f%% of it). If that is not the tissue's layout, the points and the image "
+                    "are in different units: check that both carry the right transformation to a shared coordinate "
+                    "system (e.g. a Scale of the pixel size on the image when the transcripts are in microns).",
+                    points_key, self.xmin, self.xmax, self.ymin, self.ymax, image_key, w, h, 100 * span_x / w,
+                    100 * span_y / h,
+                )  # fmt: skip
+
+
 def check_coordinates(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, points_key: str, image_key: str):
     """Validate pixel coordinates and return the boolean mask of those inside the image.
 
@@ -71,40 +140,8 @@ def check_coordinates(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], *, p
     counted and reported, and an error is raised when none falls inside, which almost always means
     the coordinate systems do not match.
     """
-    n_nan = int(np.count_nonzero(~np.isfinite(x) | ~np.isfinite(y)))
-    if n_nan:
-        raise ValueError(
-            f"{n_nan} of {len(x)} transcripts in {points_key!r} have NaN or infinite coordinates; "
-            "drop them first (e.g. `sdata.points[key] = PointsModel.parse(df.dropna(subset=['x', 'y']), ...)`)."
-        )
-    h, w = shape
-    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
-    n_out = len(x) - int(np.count_nonzero(inside))
-    if len(x) and n_out == len(x):
-        raise ValueError(
-            f"All {len(x)} transcripts of {points_key!r} fall outside image {image_key!r} ({h} x {w} px) once mapped "
-            f"to its pixels (x range {np.min(x):.1f}..{np.max(x):.1f}, y range {np.min(y):.1f}..{np.max(y):.1f}). "
-            "Check the transformations of both elements: are the transcripts in microns without a scale "
-            "transformation to the image's coordinate system?"
-        )
-    if n_out:
-        logger.warning(
-            "%d of %d transcripts (%.2f%%) of %r fall outside image %r (%d x %d px) and are ignored "
-            "(transcripts span x %.1f..%.1f, y %.1f..%.1f in the image's pixels).",
-            n_out, len(x), 100 * n_out / len(x), points_key, image_key, h, w, np.min(x), np.max(x), np.min(y),
-            np.max(y),
-        )  # fmt: skip
-    elif len(x) >= _MIN_POINTS_FOR_EXTENT:
-        span_x, span_y = float(np.ptp(x)), float(np.ptp(y))
-        if span_x < _MIN_EXTENT_FRACTION * w and span_y < _MIN_EXTENT_FRACTION * h:
-            logger.warning(
-                "The transcripts of %r span only x %.1f..%.1f, y %.1f..%.1f of image %r, which is x 0..%d, y 0..%d "
-                "px (%.0f%% x %.0f%% of it). If that is not the tissue's layout, the points and the image are in "
-                "different units: check that both carry the right transformation to a shared coordinate system "
-                "(e.g. a Scale of the pixel size on the image when the transcripts are in microns).",
-                points_key, np.min(x), np.max(x), np.min(y), np.max(y), image_key, w, h, 100 * span_x / w,
-                100 * span_y / h,
-            )  # fmt: skip
+    summary, inside = CoordinateSummary.of(np.asarray(x), np.asarray(y), shape)
+    summary.check(shape, points_key=points_key, image_key=image_key)
     return inside
 
 

@@ -509,8 +509,8 @@ class TileRunner:
     Notes
     -----
     Pickling keeps the weights and the requested options, not the prepared copy: an unpickled runner
-    (e.g. on a dask worker) resolves ``"auto"`` options for its own machine and prepares itself on
-    its first call.
+    (e.g. on a dask worker) resolves ``"auto"`` options for its own machine and prepares itself when
+    it arrives.
     """
 
     def __init__(
@@ -722,6 +722,8 @@ class TileRunner:
         self._forward = None
         self._saved_threads = None
         self._chooser = None
+        # Prepared on arrival: a scattered runner is unpickled once per worker, then used by many blocks.
+        self._prepare()
 
     def __repr__(self) -> str:
         d = self.describe() if getattr(self, "_forward", None) is not None else {"prepared": False}

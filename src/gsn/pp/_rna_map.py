@@ -68,7 +68,12 @@ def _auto_scale(total, q: float = AUTO_SCALE_PERCENTILE) -> float:
     h, w = total.shape
     step = max(1, int(np.ceil(np.sqrt(h * w / 4_000_000))))
     sample = total[::step, ::step]
-    sample = np.asarray(sample.compute() if isinstance(sample, da.Array) else sample)
+    return _auto_scale_of_samples(np.asarray(sample.compute() if isinstance(sample, da.Array) else sample))
+
+
+def _auto_scale_of_samples(sample: np.ndarray, q: float = AUTO_SCALE_PERCENTILE) -> float:
+    """Return the auto scale from the unclipped sum sampled every ``step`` px of the whole image (any order)."""
+    sample = np.asarray(sample).ravel()
     sample = sample[sample > 1e-3]
     return max(float(np.percentile(sample, q)), 1.0) if sample.size else 1.0
 
@@ -78,6 +83,38 @@ def auto_scale(
 ) -> float:
     """Return the divisor that ``scale="auto"`` uses for these transcripts (whole-image percentile of the sum)."""
     return _auto_scale(rna_location_map_array(x, y, shape, sigma=sigma, chunks=chunks, _unclipped=True))
+
+
+def kernel_radius(sigma: float) -> int:
+    """Pixels within which a transcript adds to the map (the Gaussian is cut at 4 sigma)."""
+    return len(gaussian_kernel(sigma)) // 2
+
+
+def rna_map_window(
+    x: np.ndarray,
+    y: np.ndarray,
+    window,
+    *,
+    sigma: float,
+    mode: str = "sum",
+    scale: float = 1.0,
+    unclipped: bool = False,
+) -> np.ndarray:
+    """Return the RNA location map on ``window`` exactly as the whole image's map has it there.
+
+    ``x``, ``y`` are transcript pixel coordinates in the whole image's frame; they must include every
+    transcript within :func:`kernel_radius` of the window (others are ignored). The map is built on the
+    window padded by that radius, so molecules just outside still add to it, then cropped.
+    """
+    kernel = gaussian_kernel(sigma)
+    r = len(kernel) // 2
+    h, w = window.y1 - window.y0 + 2 * r, window.x1 - window.x0 + 2 * r
+    rows = np.floor(np.asarray(y, dtype=np.float64)).astype(np.int64) - (window.y0 - r)
+    cols = np.floor(np.asarray(x, dtype=np.float64)).astype(np.int64) - (window.x0 - r)
+    keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    counts = _count_image(rows[keep], cols[keep], (h, w))
+    out = _sum(counts, kernel) if unclipped else _filter(counts, kernel, mode, sigma, scale=float(scale))
+    return out[r : h - r, r : w - r]
 
 
 def check_rna_map_args(*, sigma: Any, mode: Any, scale: Any, chunks: Any) -> None:

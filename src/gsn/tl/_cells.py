@@ -13,13 +13,13 @@ from spatialdata.models import Labels2DModel, ShapesModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import INSTANCE_KEY, UNS_KEY, Key, SopaAttrs
-from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_values
+from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_source
 from .._logging import logger
 from .._transcripts import check_genes
+from ..blockwise import Scratch
 from ..io._write import add_elements, warn_points_column_in_memory
-from ._aggregate import build_table, count_matrix, global_affine, label_stats
-from ._assign import _cell_ids, set_points_column
-from ._boundaries import labels_to_polygons
+from ._aggregate import build_table, global_affine
+from ._assign import set_points_column
 
 
 def _points_frame(points, points_key: str) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
@@ -51,10 +51,23 @@ def transcripts_in_element(sdata: sd.SpatialData, element, element_name: str, po
     return x, y, codes, genes, points_key
 
 
+def transcript_index(sdata: sd.SpatialData, points_key: str, frame, frame_name: str, *, scratch=None):
+    """Return the transcripts of ``points_key`` in the pixel frame of the raster ``frame``, readable by window."""
+    from .._transcripts import points_to_pixel_matrix
+    from ..blockwise import TranscriptIndex
+
+    points_key, points = get_points(sdata, points_key)
+    matrix = points_to_pixel_matrix(points, frame, points_key=points_key, image_key=frame_name)
+    shape = (frame.sizes["y"], frame.sizes["x"])
+    return TranscriptIndex.from_points(
+        points, matrix, shape, points_key=points_key, image_key=frame_name, scratch=scratch
+    )
+
+
 def _segmentation_elements(
     sdata: sd.SpatialData,
-    labels: np.ndarray,
-    labels_element,
+    source,
+    frame,
     *,
     labels_name: str,
     points_key: str | None,
@@ -62,38 +75,54 @@ def _segmentation_elements(
     uns: dict | None,
     with_boundaries: bool = True,
     region: str | None = None,
+    index=None,
+    out=None,
+    renumber: bool = False,
+    block_size: int | None = None,
+    halo: int | None = None,
+    client=None,
+    scratch=None,
 ):
-    """Compute boundaries, table and per-transcript ids for one label image (no writing).
+    """Compute boundaries, table and per-transcript ids for labels read by window from ``source`` (no writing).
 
-    The table annotates the labels element ``region`` (default ``<key>_labels``).
+    ``frame`` is an element in the labels' pixel frame (the labels, or the image they were made on):
+    its transformations place the transcripts and give the table's coordinates. The table annotates
+    the labels element ``region`` (default ``<key>_labels``). With ``renumber=True`` the cells are
+    numbered ``1..n`` in the order of their ids, and the returned lookup table maps old ids to new ones
+    (to apply to the labels); otherwise it is ``None``.
     """
+    from ..blockwise import BLOCK_SIZE, LABELS_HALO
+    from ._cells_pass import cells_pass, relabel
     from ._segment import image_pixel_size
 
+    if points_key is not None and index is None:
+        index = transcript_index(sdata, points_key, frame, labels_name, scratch=scratch)
+    genes = index.genes if index is not None else pd.Index([])
+    cells = cells_pass(
+        source, index=index, n_genes=len(genes), out=out, block_size=block_size or BLOCK_SIZE,
+        halo=LABELS_HALO if halo is None else halo, polygons=with_boundaries, client=client,
+    )  # fmt: skip
+    lut = None
+    if renumber:
+        old = cells.stats.index.to_numpy()
+        lut = np.zeros(int(old.max()) + 1 if len(old) else 1, dtype=np.int32)
+        lut[old] = np.arange(1, len(old) + 1, dtype=np.int32)
+        cells = relabel(cells, lut)
     boundaries = None
-    if with_boundaries:
-        polygons = labels_to_polygons(labels)
+    if with_boundaries and len(cells.polygons):
+        polygons = cells.polygons
         # The id as a column too: sopa.aggregate re-indexes the polygons (Xenium Explorer ids), and
         # this column is what still joins them to the labels and to gsn's table afterwards.
         polygons[INSTANCE_KEY] = polygons.index.to_numpy()
-        if len(polygons):
-            transformations = dict(get_transformation(labels_element, get_all=True))
-            boundaries = ShapesModel.parse(polygons, transformations=transformations)
-    stats = label_stats(labels)
-    if points_key is not None:
-        points_key, points = get_points(sdata, points_key)
-        df, codes, genes = _points_frame(points, points_key)
-        ids = _cell_ids(points, labels_element, labels, points_key=points_key, labels_key=labels_name, xy=df)
-    else:
-        ids, codes, genes = None, np.zeros(0, np.int64), pd.Index([])
-    cells = stats.index.to_numpy()
-    counts = count_matrix(ids if ids is not None else np.zeros(0, np.int64), codes, cells, len(genes))
-    params = {"labels": labels_name, "points": points_key or "", "n_cells": len(cells)}
+        transformations = dict(get_transformation(frame, get_all=True))
+        boundaries = ShapesModel.parse(polygons, transformations=transformations)
+    params = {"labels": labels_name, "points": points_key or "", "n_cells": len(cells.stats)}
     params.update(uns or {})
     table = build_table(
-        stats, counts, genes, region=region or Key.labels(key), uns={UNS_KEY: params},
-        affine=global_affine(labels_element), pixel_size=image_pixel_size(labels_element),
+        cells.stats, cells.counts, genes, region=region or Key.labels(key), uns={UNS_KEY: params},
+        affine=global_affine(frame), pixel_size=image_pixel_size(frame),
     )  # fmt: skip
-    return boundaries, table, points_key, ids
+    return boundaries, table, points_key, cells.transcript_cells, lut
 
 
 def _write(sdata, key, elements, points_key, ids, *, overwrite: bool, image_key: str | None = None) -> None:
@@ -147,6 +176,9 @@ def cells_from_labels(
     *,
     key_added: str | None = None,
     overwrite: bool = False,
+    block_size: int | None = None,
+    halo: int | None = None,
+    client=None,
 ) -> None:
     """Turn any labels element into a full segmentation: polygons, counts table and transcript assignment.
 
@@ -177,16 +209,23 @@ def cells_from_labels(
         Prefix of the elements written.
     overwrite
         Replace existing elements/columns with the same names.
+    block_size, halo
+        The labels are read block by block (bounded memory): square blocks of ``block_size`` px
+        (default 2048), each with ``halo`` px of context (default 256), which must exceed the largest
+        cell for its polygon to be traced whole (a WARNING says when it did not).
+    client
+        A ``dask.distributed.Client`` to run the blocks on.
     """
-    labels_key, labels_element, labels = label_values(sdata, labels_key)
+    labels_key, labels_element, source = label_source(sdata, labels_key)
     key = key_added or Key.prefix(labels_key)
     points_key = _default_points(sdata, points_key)
     with_labels = Key.labels(key) != labels_key
     _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels, inputs=(labels_key,))
-    boundaries, table, points_key, ids = _segmentation_elements(
-        sdata, labels, labels_element, labels_name=labels_key, points_key=points_key, key=key,
-        uns={"method": "cells_from_labels"},
-    )  # fmt: skip
+    with Scratch() as scratch:
+        boundaries, table, points_key, ids, _ = _segmentation_elements(
+            sdata, source, labels_element, labels_name=labels_key, points_key=points_key, key=key,
+            uns={"method": "cells_from_labels"}, block_size=block_size, halo=halo, client=client, scratch=scratch,
+        )  # fmt: skip
     elements = {Key.boundaries(key): boundaries, Key.table(key): table}
     if with_labels:
         elements = {Key.labels(key): sdata.labels[labels_key], **elements}
@@ -209,6 +248,8 @@ def write_segmentation(
     The labels element gets the image's transformations, so every result overlays the image in all
     of its coordinate systems. ``uns`` is merged into ``table.uns["genesegnet"]``.
     """
+    from ..blockwise import ArraySource
+
     image_key, image = get_image(sdata, image_key)
     shape = (image.sizes["y"], image.sizes["x"])
     labels = np.asarray(labels)
@@ -224,9 +265,11 @@ def write_segmentation(
     labels = labels.astype(np.int32, copy=False)
     element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(image, get_all=True))
     params = {"image": image_key, **(uns or {})}
-    boundaries, table, points_key, ids = _segmentation_elements(
-        sdata, labels, element, labels_name=Key.labels(key_added), points_key=points_key, key=key_added, uns=params
-    )
+    with Scratch() as scratch:
+        boundaries, table, points_key, ids, _ = _segmentation_elements(
+            sdata, ArraySource(labels), image, labels_name=Key.labels(key_added), points_key=points_key,
+            key=key_added, uns=params, scratch=scratch,
+        )  # fmt: skip
     elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
     _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=image_key)
     logger.info("%s: wrote %d cells", key_added, table.n_obs)
@@ -263,7 +306,7 @@ def aggregate(
     -------
     The table (cells x genes, sparse counts) when ``inplace=False``.
     """
-    labels_key, labels_element, labels = label_values(sdata, labels_key)
+    labels_key, labels_element, source = label_source(sdata, labels_key)
     prefix = Key.prefix(labels_key)
     name = key_added or Key.table(prefix)
     points_key = _default_points(sdata, points_key)
@@ -271,10 +314,11 @@ def aggregate(
         check_free(sdata, [name], overwrite=overwrite, inputs=(labels_key, points_key))
     if points_key is None:
         raise ValueError("The SpatialData object has no points element to aggregate.")
-    _, table, _, _ = _segmentation_elements(
-        sdata, labels, labels_element, labels_name=labels_key, points_key=points_key,
-        key=prefix, uns={"method": "aggregate"}, with_boundaries=False, region=labels_key,
-    )  # fmt: skip
+    with Scratch() as scratch:
+        _, table, _, _, _ = _segmentation_elements(
+            sdata, source, labels_element, labels_name=labels_key, points_key=points_key,
+            key=prefix, uns={"method": "aggregate"}, with_boundaries=False, region=labels_key, scratch=scratch,
+        )  # fmt: skip
     if not inplace:
         return table
     add_elements(sdata, {name: table}, overwrite=overwrite)

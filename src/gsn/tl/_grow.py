@@ -113,9 +113,13 @@ def grow_cells(
     )  # fmt: skip
     new = Labels2DModel.parse(grown, dims=("y", "x"), transformations=get_transformation(element, get_all=True))
     uns = {"method": "grow_cells", "growth": report.as_dict(), "max_distance": max_distance, "quantile": quantile}
-    boundaries, table, points_key, ids = _segmentation_elements(
-        sdata, grown, new, labels_name=Key.labels(key), points_key=points_key, key=key, uns=uns
-    )
+    from ..blockwise import ArraySource, Scratch
+
+    with Scratch() as scratch:
+        boundaries, table, points_key, ids, _ = _segmentation_elements(
+            sdata, ArraySource(grown), new, labels_name=Key.labels(key), points_key=points_key, key=key, uns=uns,
+            scratch=scratch,
+        )  # fmt: skip
     elements = {Key.labels(key): new, Key.boundaries(key): boundaries, Key.table(key): table}
     _write(sdata, key, elements, points_key, ids, overwrite=overwrite)
     logger.info("%s: grew %d cells from %r", key, table.n_obs, labels_key)

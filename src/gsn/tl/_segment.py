@@ -193,8 +193,13 @@ def prepare_inputs(
 
     data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data)
     warn_missing_pixels(data, image_key)
-    chans = [normalize_array(ch, norm[0], norm[1]) for ch in data]
-    chans = [_resize(ch, new_shape, order=1) if factor != 1.0 else ch for ch in chans]
+    chans = np.stack([normalize_array(ch, norm[0], norm[1]) for ch in data])
+    if factor != 1.0:
+        from ..blockwise import Window
+        from ..models._frames import Frames, resample_window
+
+        frames = Frames((h, w), new_shape)
+        chans = resample_window(chans, Window(0, h, 0, w), Window(0, new_shape[0], 0, new_shape[1]), frames)
 
     points_key = get_points(sdata, points_key)[0]
     tx = transcripts_to_pixels(sdata, points_key, image_key)
@@ -320,130 +325,283 @@ def segment(
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
     block_size
-        Segment the image in square blocks of this side (image pixels), each with a ``halo``, so
-        memory is bounded by the block rather than the image (see :mod:`gsn.models._blocks`). By
-        default images above 64 Mpx, or any image when ``client`` is given, go block by block in
-        4096 px blocks; smaller images are done in one piece.
+        Every step runs block by block over square blocks of this side (image pixels; default 2048),
+        each reading a ``halo`` of context, so memory is bounded by the block, not the image, and the
+        result does not depend on the block size (the network's tiles, the centres and every cell are
+        those of a whole-image run). Images smaller than a block are one block.
     halo
-        Context around each block in image pixels; must exceed the largest cell's diameter, since a
-        cell is decoded whole by the block that holds its centroid.
+        Context around each block in image pixels; must exceed the largest cell's diameter (a WARNING
+        says when a cell was cut by it).
     client
         A ``dask.distributed.Client``: blocks run as tasks on its cluster (identical results to a
-        single process). The model and each block's image window are sent to the workers.
+        single process). The model is sent to each worker once; each block's window is cut here.
     overwrite
         Replace existing elements and the points column of the same names.
     """
     from ..models import as_model, resolve_device
-    from ._cells import _check_outputs, _default_points, write_segmentation
+    from ._cells import _check_outputs, _default_points
 
     pixel_size = check_pixel_size(pixel_size)
-    dev = resolve_device(device)  # a missing GPU is reported before anything is computed
+    resolve_device(device)  # a missing GPU is reported before anything is computed
     model = as_model(model)
     if _default_points(sdata, points_key) is None:
         raise ValueError("The SpatialData object has no points element: GeneSegNet needs the transcripts.")
     # Fail before the expensive part if the outputs exist.
     _check_outputs(sdata, key_added, _default_points(sdata, points_key), overwrite=overwrite, with_labels=True)
+    from ..blockwise import BLOCK_SIZE
+
+    block_size = BLOCK_SIZE if block_size is None else int(block_size)
+    if block_size < 64 or halo < 0:
+        raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
 
     t0 = time.perf_counter()
-    predict = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "blending": blending}
+    options = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "blending": blending}
     decode = {"mask_threshold": mask_threshold, "center_threshold": center_threshold, "nms_size": nms_size,
               "min_area": min_area}  # fmt: skip
-    _, probe = get_image(sdata, image_key)
-    blockwise = block_size is not None or client is not None or probe.sizes["y"] * probe.sizes["x"] > _BLOCKWISE_PIXELS
-    if blockwise:
-        block_size = block_size or 4096
-        dev = resolve_device(device)
-        labels, prep = _segment_in_blocks(
+    from ..blockwise import Scratch
+
+    with Scratch() as scratch:
+        run = decode_blockwise(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
-            device=dev, predict=predict, decode=decode, block_size=block_size, halo=halo, client=client,
+            device=device, options=options, decode=decode, block_size=block_size, halo=halo, client=client,
+            scratch=scratch,
         )  # fmt: skip
-    else:
-        labels, prep, dev = _segment_whole(
-            sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
-            device=device, predict=predict, decode=decode,
-        )  # fmt: skip
-    growth = None
-    if grow and labels.max() > 0:
-        labels, growth = _grow(sdata, labels, prep, max_distance=max_distance)
-    n_cells = int(np.count_nonzero(np.unique(labels)))
-    seconds = time.perf_counter() - t0
-    logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, prep.image_key, seconds)
+        source, growth = run.labels, None
+        if grow and run.n_cells:
+            source, growth = _grow(run, max_distance=max_distance, block_size=block_size, client=client,
+                                   scratch=scratch)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        uns = _plain(
+            {
+                "method": "genesegnet",
+                "model": _model_record(model),
+                "channels": run.channels,
+                "tile": tile,
+                "overlap": overlap,
+                "blending": blending,
+                "batch_size": batch_size,
+                "mask_threshold": mask_threshold,
+                "center_threshold": center_threshold,
+                "nms_size": nms_size,
+                "min_area": min_area,
+                "grow": grow,
+                "max_distance": max_distance if grow else None,
+                "growth": growth,
+                "image_pixel_size": run.pixel_size,
+                "rescale_factor": run.frames.zoom[0] if not run.frames.identity else 1.0,
+                "n_transcripts": run.index.n_inside,
+                "device": run.device,
+                "runner": run.runner,
+                "block_size": block_size,
+                "halo": halo,
+                "seconds_decode": seconds,
+            }
+        )
+        n_cells = _write_result(sdata, run, source, uns, key_added=key_added, block_size=block_size, halo=halo,
+                                client=client, overwrite=overwrite, scratch=scratch)  # fmt: skip
+    logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, run.image_key, time.perf_counter() - t0)
     if n_cells == 0:
         logger.warning(
-            "GeneSegNet found no cell on image %r with points %r (image pixel size %s, model %s µm/px). Writing "
+            "GeneSegNet found no cell on image %r with points %r (image pixel size %s, model %s µm/px). Wrote "
             "%r and %r without cells and no %r (spatialdata cannot store an empty shapes element). Check "
             "`image_key`/`points_key` and `channels`, the pixel size (`pixel_size=`), the model, and try lower "
             "`mask_threshold`/`center_threshold` (now %g/%g) or a smaller `min_area` (now %d).",
-            prep.image_key, prep.points_key, "unknown" if prep.pixel_size is None else f"{prep.pixel_size:.4g}",
+            run.image_key, run.points_key, "unknown" if run.pixel_size is None else f"{run.pixel_size:.4g}",
             model.config.pixel_size, Key.labels(key_added), Key.table(key_added), Key.boundaries(key_added),
             mask_threshold, center_threshold, min_area,
         )  # fmt: skip
 
-    uns = _plain(
-        {
-            "method": "genesegnet",
-            "model": _model_record(model),
-            "channels": prep.channels,
-            "tile": tile,
-            "overlap": overlap,
-            "blending": blending,
-            "batch_size": batch_size,
-            "mask_threshold": mask_threshold,
-            "center_threshold": center_threshold,
-            "nms_size": nms_size,
-            "min_area": min_area,
-            "grow": grow,
-            "max_distance": max_distance if grow else None,
-            "growth": growth,
-            "image_pixel_size": prep.pixel_size,
-            "rescale_factor": prep.factor,
-            "n_transcripts": prep.n_transcripts,
-            "device": str(dev),
-            "block_size": block_size if blockwise else None,
-            "halo": halo if blockwise else None,
-            "seconds": seconds,
-        }
+
+@dataclass
+class DecodeRun:
+    """What :func:`decode_blockwise` made: decoded cells (model frame) and what later passes reuse."""
+
+    image_key: str
+    points_key: str
+    image: Any  # the image element (its transformations place the results)
+    channels: list[str]
+    frames: Any  # gsn.models._frames.Frames
+    pixel_size: float | None
+    index: Any  # TranscriptIndex in the image's pixel frame
+    decoded: Any  # Raster (model frame), cells with their centres' ids
+    labels: Any  # the decoded cells read by image-frame windows
+    n_cells: int
+    max_diameter: int  # largest cell's bounding box side (image pixels), for the later halos
+    device: str
+    runner: dict
+
+
+def decode_blockwise(
+    sdata, model, *, image_key, points_key, channels, pixel_size, device, options, decode, block_size, halo, client,
+    scratch,
+) -> DecodeRun:  # fmt: skip
+    """Network maps, centres and decoded cells, block by block (the whole image is one block when small).
+
+    Whole-image constants come first (normalisation levels, the RNA map's scale, the model frame);
+    then three passes over the model-frame grid: maps (:func:`gsn.models._kernels.maps_kernel`) into a
+    raster, centres (one list for the whole image, ids by position) and decoding into a raster.
+    """
+    from .._settings import settings
+    from .._transcripts import points_to_pixel_matrix
+    from ..blockwise import TranscriptIndex, Window, block_grid, map_blocks
+    from ..models import TileRunner
+    from ..models._frames import Frames, ImageFrameLabels, prefilter_margin
+    from ..models._inference import _check_options, input_window
+    from ..models._kernels import (
+        CENTER_MARGIN,
+        InputSpec,
+        centers_kernel,
+        decode_kernel,
+        maps_kernel,
+        rna_sample_kernel,
     )
-    write_segmentation(
-        sdata, labels, image_key=prep.image_key, points_key=prep.points_key, key_added=key_added,
-        overwrite=overwrite, uns=uns,
-    )  # fmt: skip
+    from ..pp import percentiles
+    from ..pp._normalize import warn_missing_pixels
+    from ..pp._rna_map import _auto_scale_of_samples, kernel_radius
 
-
-def _segment_whole(sdata, model, *, image_key, points_key, channels, pixel_size, device, predict, decode):
-    """Segment the whole image in one piece: inputs, averaged maps and decoding all in memory."""
-    from ..models import decode_instances, predict_maps, resolve_device
-
+    _check_options(options["tile"], options["overlap"], options["batch_size"], options["blending"])
+    progress = settings.progress
     cfg = model.config
-    prep = prepare_inputs(
-        sdata, image_key=image_key, points_key=points_key, channels=channels, model_channels=cfg.channels,
-        sigma=cfg.sigma, rna_mode=cfg.rna_mode, rna_scale=cfg.rna_scale, norm=(cfg.norm_low, cfg.norm_high),
-        target_pixel_size=cfg.pixel_size, pixel_size=pixel_size,
+    image_key, image = get_image(sdata, image_key)
+    element = image
+    image = _select_channels(image_key, image, channels, model_channels=cfg.channels)
+    h, w = image.sizes["y"], image.sizes["x"]
+    own = pixel_size if pixel_size is not None else image_pixel_size(image)
+    zoom = _zoom(own, cfg.pixel_size, image_key=image_key, shape=(h, w))
+    frames = Frames.from_zoom((h, w), zoom)
+    if not frames.identity:
+        logger.info("Image %r: pixel size %.4g, model %.4g: the network sees it at %d x %d px",
+                    image_key, own, cfg.pixel_size, *frames.model_shape)  # fmt: skip
+    elif own is None and cfg.pixel_size is not None:
+        logger.info("Pixel size of %r unknown; using it as is (model trained at %.4g).", image_key, cfg.pixel_size)
+    data = image.data
+    warn_missing_pixels(data, image_key)
+    levels = tuple(percentiles(data[i], cfg.norm_low, cfg.norm_high) for i in range(image.sizes["c"]))
+    points_key, points = get_points(sdata, points_key)
+    matrix = points_to_pixel_matrix(points, image, points_key=points_key, image_key=image_key)
+    index = TranscriptIndex.from_points(points, matrix, (h, w), points_key=points_key, image_key=image_key,
+                                        scratch=scratch)  # fmt: skip
+    if index.n_inside == 0:
+        logger.warning("No transcripts on image %r: the RNA location map is empty.", image_key)
+
+    mshape = frames.model_shape
+    (zy, zx), radius = frames.zoom, kernel_radius(cfg.sigma)
+    mblock = max(64, int(round(block_size * min(zy, zx))))
+    blocks = block_grid(mshape, mblock)
+
+    def model_transcripts(window: Window, margin: int) -> tuple[np.ndarray, np.ndarray]:
+        # image-frame window around a model-frame one (with one pixel to spare for rounding)
+        iw = Window(int(np.floor(window.y0 / zy)), int(np.ceil(window.y1 / zy)), int(np.floor(window.x0 / zx)),
+                    int(np.ceil(window.x1 / zx)))  # fmt: skip
+        t = index.window(iw, margin=(margin + 1) / min(zy, zx))
+        return t.x * zx, t.y * zy
+
+    rna_scale = cfg.rna_scale
+    if cfg.rna_mode == "sum" and rna_scale == "auto":
+        step = max(1, int(np.ceil(np.sqrt(mshape[0] * mshape[1] / 4_000_000))))
+        samples = map_blocks(
+            rna_sample_kernel, blocks, lambda b: (*model_transcripts(b, radius), b, cfg.sigma, step), progress=False
+        )
+        rna_scale = _auto_scale_of_samples(np.concatenate(samples))
+    spec = InputSpec(frames, levels, cfg.sigma, cfg.rna_mode, float(rna_scale), options["tile"], options["overlap"],
+                     options["batch_size"], options["blending"])  # fmt: skip
+    margin = prefilter_margin(frames)
+
+    def maps_inputs(block):
+        window = input_window(block, mshape, options["tile"], options["overlap"])
+        source = frames.image_window_for_model(window, margin)
+        raw = data[(slice(None), *source.slices)]
+        raw = np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
+        x, y = model_transcripts(window, radius)
+        return raw, source, x, y, window, block
+
+    maps = scratch.raster("maps", (4, *mshape), np.float32, chunk=mblock)
+    runner = TileRunner(model.net, device)
+    logger.info("Segmenting %r (%d x %d px; model frame %d x %d) in %d block(s)%s", image_key, h, w, *mshape,
+                len(blocks), " on a dask cluster" if client is not None else "")  # fmt: skip
+    try:
+        map_blocks(maps_kernel, blocks, maps_inputs, shared=(runner, spec), collect=lambda b, r: maps.write(b, r),
+                   client=client, progress=progress, desc="inference")  # fmt: skip
+        runner_info = runner.describe()
+    finally:
+        runner.close()
+
+    nms = decode["nms_size"]
+    if nms < 1:
+        raise ValueError(f"nms_size must be >= 1, got {nms}.")
+    cm = nms // 2 + CENTER_MARGIN
+
+    def center_inputs(block):
+        window = block.grow(cm, mshape)
+        return maps.read(window, planes=1), window, block, decode["center_threshold"], nms
+
+    found = map_blocks(centers_kernel, blocks, center_inputs, client=client, progress=False)
+    centers = np.concatenate(found) if found else np.zeros((0, 2))
+    centers = centers[np.lexsort((centers[:, 1], centers[:, 0]))]  # ids follow position, whatever the blocks
+    ids = np.arange(1, len(centers) + 1, dtype=np.int32)
+    mhalo = max(16, int(np.ceil(halo * min(zy, zx))))
+
+    def decode_inputs(block):
+        window = block.grow(mhalo, mshape)
+        near = window.grow(mhalo, mshape)
+        lo, hi = np.searchsorted(centers[:, 0], [near.y0, near.y1])
+        sel = np.arange(lo, hi)[(centers[lo:hi, 1] >= near.x0) & (centers[lo:hi, 1] < near.x1)]
+        planes = maps.read(window, planes=[0, 2, 3])
+        return planes[0], planes[1:], window, block, mshape, centers[sel], ids[sel], decode
+
+    decoded = scratch.raster("decoded", mshape, np.int32, chunk=mblock)
+    cut = map_blocks(decode_kernel, blocks, decode_inputs, collect=lambda b, r: (decoded.write(b, r[0]), r[1])[1],
+                     client=client, progress=progress, desc="decoding")  # fmt: skip
+    if sum(cut):
+        logger.warning(
+            "%d cell(s) reach beyond the %d px halo of their block; they may be cut. Pass a larger `halo`.",
+            sum(cut), halo,
+        )  # fmt: skip
+
+    return DecodeRun(
+        image_key=image_key, points_key=points_key, image=element, channels=[str(c) for c in image.coords["c"].values],
+        frames=frames, pixel_size=own, index=index, decoded=decoded, labels=ImageFrameLabels(decoded, frames),
+        n_cells=len(centers), max_diameter=0, device=str(runner.device), runner=runner_info,
     )  # fmt: skip
-    dev = resolve_device(device)
-    maps = predict_maps(model.net, prep.inputs, device=dev, **predict)
-    del prep.inputs  # free the inputs before decoding
-    labels = decode_instances(maps.mask, maps.center, maps.offsets, **decode)
-    del maps
-    if prep.factor != 1.0:
-        from skimage.segmentation import relabel_sequential
-
-        # Shrinking can drop a tiny cell altogether; relabel so ids stay 1..n.
-        labels = relabel_sequential(prep.to_image_frame(labels, order=0))[0].astype(np.int32)
-    return labels, prep, dev
 
 
-def _grow(sdata, labels, prep, *, max_distance):
+def _grow(run: DecodeRun, *, max_distance, block_size, client, scratch):
     """Grow decoded cells into whole cells with the transcripts (image pixel frame)."""
+    from ..blockwise import ArraySource, Window
     from ..models._growth import grow_labels
 
-    tx = transcripts_to_pixels(sdata, prep.points_key, prep.image_key)
-    codes = tx["gene"].cat.codes.to_numpy(np.int64)
-    grown, report = grow_labels(
-        labels, tx["x"].to_numpy(), tx["y"].to_numpy(), codes, pixel_size=prep.pixel_size,
-        max_distance=max_distance,
+    h, w = run.frames.image_shape
+    labels = run.labels.read(Window(0, h, 0, w))
+    t = run.index.everything()
+    grown, report = grow_labels(labels, t.x, t.y, t.gene.astype(np.int64), pixel_size=run.pixel_size,
+                                max_distance=max_distance)  # fmt: skip
+    return ArraySource(grown), report.as_dict()
+
+
+def _write_result(
+    sdata, run: DecodeRun, source, uns, *, key_added, block_size, halo, client, overwrite, scratch
+) -> int:
+    """Return the cells pass over the final labels, then everything written: labels, polygons, table, points column."""
+    from spatialdata.models import Labels2DModel
+
+    from ._cells import _segmentation_elements, _write
+
+    shape = run.frames.image_shape
+    out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
+    params = {"image": run.image_key, **uns}
+    boundaries, table, points_key, ids, lut = _segmentation_elements(
+        sdata, source, run.image, labels_name=Key.labels(key_added), points_key=run.points_key, key=key_added,
+        uns=params, index=run.index, out=out, renumber=True, block_size=block_size, halo=halo, client=client,
+        scratch=scratch,
     )  # fmt: skip
-    return grown, report.as_dict()
+    if out.in_memory:
+        labels = lut[out.to_numpy()]
+    else:
+        labels = out.to_dask().map_blocks(lambda b: lut[b], dtype=np.int32)
+    element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(run.image, get_all=True))
+    elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
+    _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=run.image_key)
+    return table.n_obs
 
 
 def check_pixel_size(pixel_size: Any, argument: str = "pixel_size") -> float | None:
@@ -474,45 +632,3 @@ def _zoom(own: float | None, target: float | None, *, image_key: str = "image", 
             )
         return factor
     return 1.0
-
-
-def _segment_in_blocks(
-    sdata, model, *, image_key, points_key, channels, pixel_size, device, predict, decode, block_size, halo, client
-):
-    """Blocks with halos, here or on a dask cluster; whole-image levels and RNA scale computed once."""
-    from .._settings import settings
-    from ..pp import percentiles
-    from ..pp._normalize import warn_missing_pixels
-    from ..pp._rna_map import auto_scale
-    from ._segment_blocks import BlockSegmenter, segment_blockwise
-
-    cfg = model.config
-    image_key, image = get_image(sdata, image_key)
-    image = _select_channels(image_key, image, channels, model_channels=cfg.channels)
-    h, w = image.sizes["y"], image.sizes["x"]
-    own = pixel_size if pixel_size is not None else image_pixel_size(image)
-    factor = _zoom(own, cfg.pixel_size, image_key=image_key, shape=(h, w))
-    warn_missing_pixels(image.data, image_key)
-    levels = [percentiles(image.data[i], cfg.norm_low, cfg.norm_high) for i in range(image.sizes["c"])]
-    points_key = get_points(sdata, points_key)[0]
-    tx = transcripts_to_pixels(sdata, points_key, image_key)
-    order = np.argsort(tx["y"].to_numpy(), kind="stable")
-    x, y = tx["x"].to_numpy()[order], tx["y"].to_numpy()[order]
-    rna_scale = cfg.rna_scale
-    if cfg.rna_mode == "sum" and rna_scale == "auto":
-        model_shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
-        rna_scale = auto_scale(x * factor, y * factor, model_shape, sigma=cfg.sigma, chunks=4096)
-    segmenter = BlockSegmenter(
-        model=model, image=image.data, levels=levels, x=x, y=y, factor=factor, rna_scale=float(rna_scale),
-        predict={**predict, "device": device}, decode=decode,
-    )  # fmt: skip
-    logger.info("Segmenting %r in %d px blocks with a %d px halo%s", image_key, block_size, halo,
-                " on a dask cluster" if client is not None else "")  # fmt: skip
-    labels = segment_blockwise(segmenter, (h, w), block_size=block_size, halo=halo, client=client,
-                               progress=settings.progress)  # fmt: skip
-    prep = PreparedInputs(
-        inputs=np.zeros((0, 0, 0), np.float32), image_key=image_key, points_key=points_key,
-        channels=[str(c) for c in image.coords["c"].values], shape=(h, w), factor=factor, pixel_size=own,
-        n_transcripts=len(tx),
-    )  # fmt: skip
-    return labels, prep

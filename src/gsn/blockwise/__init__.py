@@ -1,0 +1,33 @@
+"""Block-wise execution of whole-slide steps: one grid, one driver, rasters and transcripts by window.
+
+Internal to gsn. A step is a pure kernel on the arrays of one block's window (numpy in, numpy out);
+:func:`map_blocks` runs it over a :func:`block_grid`, in this process or on a dask cluster; kernels
+read their inputs from :class:`Raster` objects and a :class:`TranscriptIndex` by :class:`Window`, and
+write their block's core back. A window is a block's core plus a halo wide enough for everything the
+core's pixels depend on, so results do not depend on the block size.
+"""
+
+from ._driver import map_blocks
+from ._grid import Block, Window, block_grid
+from ._raster import ArraySource, Raster, RasterSource, Scratch
+from ._transcripts import TranscriptIndex, Transcripts
+
+# Default side of the blocks (pixels) of every whole-slide step, and the context read around a block of
+# labels (pixels): it must exceed the largest cell for that cell's polygon to be traced whole.
+BLOCK_SIZE = 2048
+LABELS_HALO = 256
+
+__all__ = [
+    "BLOCK_SIZE",
+    "LABELS_HALO",
+    "ArraySource",
+    "Block",
+    "RasterSource",
+    "Raster",
+    "Scratch",
+    "TranscriptIndex",
+    "Transcripts",
+    "Window",
+    "block_grid",
+    "map_blocks",
+]

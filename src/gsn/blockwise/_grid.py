@@ -1,0 +1,69 @@
+"""Square blocks covering an image, and the windows (block plus halo) that per-block kernels read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle ``[y0, y1) x [x0, x1)`` of an image, in its pixels."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Slices of the window in the image."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    def grow(self, margin: int, shape: tuple[int, int]) -> Window:
+        """Return this window extended by ``margin`` pixels on every side, clipped to an image of ``shape``."""
+        h, w = shape
+        return Window(
+            max(self.y0 - margin, 0), min(self.y1 + margin, h), max(self.x0 - margin, 0), min(self.x1 + margin, w)
+        )
+
+    def within(self, outer: Window) -> tuple[slice, slice]:
+        """Slices of this window inside an array that holds ``outer``."""
+        return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
+
+    def contains(self, rows, cols):
+        """Boolean mask of the points ``(rows, cols)`` (arrays, pixel coordinates) inside the window."""
+        return (rows >= self.y0) & (rows < self.y1) & (cols >= self.x0) & (cols < self.x1)
+
+    def on_inner_border(self, shape: tuple[int, int], rows, cols):
+        """Mask of pixels ``(rows, cols)`` (local to this window) on a border of it that is not the image's."""
+        h, w = shape
+        return (
+            ((rows == 0) & (self.y0 > 0))
+            | ((rows == self.y1 - self.y0 - 1) & (self.y1 < h))
+            | ((cols == 0) & (self.x0 > 0))
+            | ((cols == self.x1 - self.x0 - 1) & (self.x1 < w))
+        )
+
+
+@dataclass(frozen=True)
+class Block(Window):
+    """One block of a grid: its core ``[y0, y1) x [x0, x1)`` and its position ``index`` in the grid."""
+
+    index: int = 0
+
+
+def block_grid(shape: tuple[int, int], block_size: int) -> list[Block]:
+    """Cover an image of ``shape`` with square cores of side ``block_size`` (smaller at the far edges), row by row."""
+    h, w = int(shape[0]), int(shape[1])
+    if block_size < 1:
+        raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+    out = []
+    for y0 in range(0, h, block_size):
+        for x0 in range(0, w, block_size):
+            out.append(Block(y0, min(y0 + block_size, h), x0, min(x0 + block_size, w), index=len(out)))
+    return out

@@ -1,0 +1,96 @@
+"""gsn.blockwise: the grid, rasters, the transcript index and the one driver (here and on a dask cluster)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from spatialdata.models import PointsModel
+
+from gsn.blockwise import Scratch, TranscriptIndex, Window, block_grid, map_blocks
+
+
+def test_grid_covers_the_image_once_and_windows_clip():
+    blocks = block_grid((100, 130), 40)
+    cover = np.zeros((100, 130), int)
+    for i, b in enumerate(blocks):
+        assert b.index == i
+        cover[b.slices] += 1
+        window = b.grow(10, (100, 130))
+        assert window.y0 == max(b.y0 - 10, 0) and window.x1 == min(b.x1 + 10, 130)
+        inner = b.within(window)
+        assert (inner[0].stop - inner[0].start, inner[1].stop - inner[1].start) == b.shape
+    assert (cover == 1).all() and len(blocks) == 3 * 4
+    with pytest.raises(ValueError, match="block_size"):
+        block_grid((10, 10), 0)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_raster_reads_what_blocks_wrote(on_disk):
+    with Scratch(in_memory_bytes=0 if on_disk else 1 << 30) as scratch:
+        raster = scratch.raster("r", (2, 50, 70), np.float32, chunk=16)
+        assert raster.in_memory is not on_disk
+        full = np.random.default_rng(0).random((2, 50, 70), dtype=np.float32)
+        for b in block_grid((50, 70), 16):
+            raster.write(b, full[(slice(None), *b.slices)])
+        window = Window(5, 44, 3, 61)
+        np.testing.assert_array_equal(raster.read(window), full[(slice(None), *window.slices)])
+        np.testing.assert_array_equal(raster.read(window, planes=1), full[1][window.slices])
+        np.testing.assert_array_equal(np.asarray(raster.to_dask()), full)
+        folder = scratch.folder if on_disk else None
+    if folder is not None:
+        assert not folder.exists()  # the scratch folder is removed
+
+
+def _points(n=5000, seed=0, shape=(300, 400)):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"x": rng.uniform(-10, shape[1], n), "y": rng.uniform(0, shape[0] + 5, n),
+                       "gene": rng.choice(["b", "a", "c"], n)})  # fmt: skip
+    return PointsModel.parse(df, feature_key="gene", npartitions=4), df
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_transcript_index_windows_match_a_filter(spill, monkeypatch, caplog):
+    import gsn.blockwise._transcripts as module
+
+    points, df = _points()
+    if spill:
+        monkeypatch.setattr(module, "IN_MEMORY_BYTES", 100)
+    with Scratch() as scratch:
+        index = TranscriptIndex.from_points(points, np.eye(3), (300, 400), points_key="p", image_key="i",
+                                            scratch=scratch, bucket=32)  # fmt: skip
+        assert index.n == len(df)
+        inside = (df.x >= 0) & (df.x < 400) & (df.y >= 0) & (df.y < 300)
+        assert index.n_inside == int(inside.sum())
+        assert "fall outside image 'i'" in caplog.text
+        for window, margin in [
+            (Window(0, 300, 0, 400), 0),
+            (Window(37, 121, 200, 333), 0),
+            (Window(37, 121, 5, 9), 3.5),
+        ]:
+            t = index.window(window, margin)
+            sel = inside & (df.x >= window.x0 - margin) & (df.x < window.x1 + margin) & (df.y >= window.y0 - margin)
+            sel &= df.y < window.y1 + margin
+            np.testing.assert_array_equal(t.row, np.flatnonzero(sel))  # sorted by row, exactly the filter
+            np.testing.assert_array_equal(t.x, df.x.to_numpy()[sel])
+            assert list(index.genes[t.gene]) == list(df.gene[sel])
+
+
+def _square(block, values):
+    return block.index, values**2
+
+
+def test_driver_here_and_on_a_cluster_give_the_same_records_in_block_order():
+    from distributed import Client, LocalCluster
+
+    blocks = block_grid((90, 90), 30)
+    written = np.zeros((90, 90))
+
+    def collect(block, result):
+        written[block.slices] = result[0]
+        return result
+
+    here = map_blocks(_square, blocks, lambda b: (b, np.full(1, b.index)), collect=collect, progress=False)
+    assert [r[0] for r in here] == list(range(9)) and written[89, 89] == 8
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        there = map_blocks(_square, blocks, lambda b: (b, np.full(1, b.index)), client=client, progress=False)
+    assert [(i, int(v[0])) for i, v in there] == [(i, int(v[0])) for i, v in here]
