@@ -2,8 +2,7 @@
 
 The network and the level set of the paper see masks; neither tells how far a cell reaches beyond
 its nucleus. The transcripts do: a cell's cytoplasm holds molecules at a higher rate than the
-background. :func:`grow_labels` turns nucleus-like labels plus transcript positions into whole-cell
-labels in three vectorised steps:
+background. Growth turns nucleus-like labels plus transcript positions into whole-cell labels:
 
 1. **Rates.** The in-cell rate is measured on a thin ring just outside the nuclei (nuclei of real
    data are often crowded with molecules, the cytoplasm less so); the background rate on pixels far
@@ -12,7 +11,7 @@ labels in three vectorised steps:
    cell's territory is cut into angular sectors (as many as let each sector expect a few cytoplasm
    molecules) and, per sector, the extent along the distance from the nucleus is scored by the
    Poisson log-likelihood ratio of in-cell vs background of the pooled counts. A prior on extents is
-   learned from all sectors of the sample (empirical Bayes, EM): sparse data lean on it, dense data
+   learned from the sectors of the sample (empirical Bayes, EM): sparse data lean on it, dense data
    on their counts. The extent is a posterior quantile (the most likely extent collapses to zero
    when counts are sparse), interpolated between neighbouring sectors.
 3. **Composition.** Cells are clustered into types by expression (the number of types chosen by
@@ -20,16 +19,24 @@ labels in three vectorised steps:
    pixel goes to whichever of its few nearest nuclei best explains it, minus a distance penalty.
    Nuclei keep their pixels; each cell keeps only the piece attached to its nucleus; small holes are
    filled (filling every hole would close the real gaps between cells).
+
+Whole slides are grown block by block: four per-block kernels (:func:`stats_kernel`,
+:func:`sectors_kernel`, :func:`extent_kernel`, :func:`compose_kernel`) each read one block's window and
+return results for its core; between them, the sample-wide quantities (rates, the prior on extents,
+cell types) are fitted from what the blocks returned (:class:`Growth`). Every quantity a core pixel
+depends on lies within :meth:`Growth.halo` of it, so the result does not depend on the block size.
+:func:`grow_labels` runs the same kernels on a whole image held in memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .._logging import logger
+from ..blockwise import Window
 
 # Ring just outside the nuclei on which the in-cell rate is measured (microns).
 _RING_UM = 1.5
@@ -51,11 +58,19 @@ _EVIDENCE_SIGMA_UM = 1.0
 _DISTANCE_PENALTY = 0.5
 _TYPE_RANGE = (2, 10)
 _MIN_CELL_COUNTS = 10
+# Background densities are pooled in histogram bins of 1/32 of a doubling (log2 density from -40 to 12).
+_BINS_PER_OCTAVE = 32
+_LOG2_RANGE = (-40, 12)
+_N_DENSITY_BINS = (_LOG2_RANGE[1] - _LOG2_RANGE[0]) * _BINS_PER_OCTAVE
+# The prior on extents is fitted on at most this many sectors (cells chosen by id, whatever the blocks).
+_MAX_PRIOR_SECTORS = 50_000
+# Clustering into types is fitted on at most this many cells.
+_MAX_CLUSTER_CELLS = 20_000
 
 
 @dataclass
 class GrowthReport:
-    """What :func:`grow_labels` estimated from the data (stored with the result)."""
+    """What the growth estimated from the data (stored with the result)."""
 
     pixel_size: float
     max_distance_px: float
@@ -68,100 +83,469 @@ class GrowthReport:
     pixels_moved_by_composition: int = 0
 
     def as_dict(self) -> dict:
-        """Plain dictionary (for ``uns``)."""
+        """Return a plain dictionary (for ``uns``)."""
         return asdict(self)
 
 
-def _count_image(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], weights=None) -> np.ndarray:
-    h, w = shape
-    rows, cols = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+# --------------------------------------------------------------------------------------------- helpers
+def _count_image(x: np.ndarray, y: np.ndarray, window: Window, weights=None) -> np.ndarray:
+    """Transcripts per pixel of ``window`` (coordinates in the whole image's pixels)."""
+    h, w = window.shape
+    rows, cols = np.floor(y).astype(np.int64) - window.y0, np.floor(x).astype(np.int64) - window.x0
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     flat = rows[inside] * w + cols[inside]
     wts = None if weights is None else weights[inside]
     return np.bincount(flat, weights=wts, minlength=h * w).reshape(h, w).astype(np.float32)
 
 
-def estimate_rates(
-    counts: np.ndarray, dist: np.ndarray, *, ring_px: float, far_px: float, sigma_px: float, n_iter: int = 5
-) -> tuple[float, float]:
-    """In-cell and background transcript rates (molecules per pixel).
+def _density_bin(density: np.ndarray) -> np.ndarray:
+    log = np.log2(np.maximum(density, 2.0 ** _LOG2_RANGE[0]))
+    return np.clip(((log - _LOG2_RANGE[0]) * _BINS_PER_OCTAVE).astype(np.int64), 0, _N_DENSITY_BINS - 1)
 
-    ``dist`` is the distance of each pixel to the nearest nucleus (0 on nuclei). The in-cell rate is
-    the mean count on the ring ``0 < dist <= ring_px``; the background rate the mean count of pixels
-    farther than ``far_px`` whose smoothed density is below half-way between the two rates.
+
+def _bin_upper(bins: np.ndarray) -> np.ndarray:
+    return 2.0 ** (_LOG2_RANGE[0] + (bins + 1) / _BINS_PER_OCTAVE)
+
+
+@dataclass
+class _Geometry:
+    """Distances and owners of a window's pixels (nearest nucleus edge), and its cells' local indices."""
+
+    cell_of: np.ndarray  # local index of the nucleus at each pixel, -1 elsewhere
+    dist: np.ndarray  # distance (px) to the nearest nucleus pixel, 0 on nuclei
+    owner: np.ndarray  # local index of that nucleus
+    ids: np.ndarray  # global id of each local index (sorted)
+
+
+def _geometry(nuclei: np.ndarray) -> _Geometry:
+    ids, inverse = np.unique(nuclei, return_inverse=True)
+    inverse = inverse.reshape(nuclei.shape)
+    has_bg = len(ids) and ids[0] == 0
+    cell_of = (inverse - 1 if has_bg else inverse).astype(np.int64)
+    ids = ids[1:] if has_bg else ids
+    if len(ids) == 0:
+        zeros = np.zeros(nuclei.shape, np.float32)
+        return _Geometry(cell_of, zeros + np.inf, np.full(nuclei.shape, -1), ids)
+    dist, (iy, ix) = ndi.distance_transform_edt(cell_of < 0, return_indices=True)
+    return _Geometry(cell_of, dist.astype(np.float32), cell_of[iy, ix], ids)
+
+
+@dataclass
+class Growth:
+    """Sample-wide quantities of the growth, fitted step by step from what the blocks return.
+
+    Built by :meth:`start` (pixel size and cap), completed by :meth:`fit_rates` (after
+    :func:`stats_kernel`), :meth:`fit_prior` (after :func:`sectors_kernel`) and :meth:`fit_types`
+    (after :func:`extent_kernel`). Per-cell arrays are indexed by position in ``cell_ids`` (sorted).
     """
-    ring = (dist > 0) & (dist <= ring_px)
-    rate_in = float(counts[ring].mean()) if ring.any() else float(counts.mean())
-    density = ndi.gaussian_filter(counts, sigma_px)
-    far = dist > far_px
-    rate_bg = float(counts[far].mean()) if far.any() else _MIN_BG_FRACTION * rate_in
-    for _ in range(n_iter):
-        low = far & (density < 0.5 * (rate_in + rate_bg))
-        if not low.any():
-            break
-        new = float(counts[low].mean())
-        if abs(new - rate_bg) <= 1e-6 * max(rate_in, 1e-12):
+
+    pixel_size: float
+    cap: float
+    quantile: float = 0.5
+    seed: int = 0
+    rate_in: float = 0.0
+    rate_bg: float = 0.0
+    n_sectors: int = 1
+    prior: np.ndarray | None = None
+    cell_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cx: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    area: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    diameter: int = 0
+    types: np.ndarray | None = None
+    logodds: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, pixel_size: float | None, max_distance: float, *, quantile: float = 0.5, seed: int = 0) -> Growth:
+        """Start the growth of labels at ``pixel_size`` microns (0.2 when unknown) up to ``max_distance`` microns."""
+        px = 0.2 if pixel_size is None else float(pixel_size)
+        return cls(pixel_size=px, cap=max(1.0, max_distance / px), quantile=quantile, seed=seed)
+
+    @property
+    def ring_px(self) -> float:
+        """Width of the ring outside the nuclei where the in-cell rate is measured (px)."""
+        return max(1.5, _RING_UM / self.pixel_size)
+
+    @property
+    def density_sigma(self) -> float:
+        """Smoothing of the transcript density (px)."""
+        return _DENSITY_SIGMA_UM / self.pixel_size
+
+    @property
+    def n_bins(self) -> int:
+        """Distance bins (one per pixel of distance) up to the cap."""
+        return int(np.ceil(self.cap))
+
+    def stats_halo(self) -> int:
+        """Context the rates need around a block: the cap and the density smoothing's reach."""
+        return int(np.ceil(self.cap + 4 * self.density_sigma)) + 2
+
+    def halo(self) -> int:
+        """Context every later step needs: a whole territory (nucleus plus cap) on either side, plus smoothing."""
+        evidence = 4 * _EVIDENCE_SIGMA_UM / self.pixel_size
+        return int(np.ceil(2 * self.cap + self.diameter + max(evidence, 4 * self.density_sigma))) + 2
+
+    # ------------------------------------------------------------------------------------ fitting
+    def fit_rates(self, stats: list[dict]) -> None:
+        """Sample-wide rates, nucleus centroids and the number of sectors, from :func:`stats_kernel` results."""
+        ring_sum = sum(s["ring_sum"] for s in stats)
+        ring_area = sum(s["ring_area"] for s in stats)
+        far_sum = np.sum([s["far_sum"] for s in stats], axis=0)
+        far_area = np.sum([s["far_area"] for s in stats], axis=0)
+        total_sum = sum(s["total_sum"] for s in stats)
+        total_area = sum(s["total_area"] for s in stats)
+        rate_in = ring_sum / ring_area if ring_area else total_sum / max(total_area, 1)
+        rate_bg = far_sum.sum() / far_area.sum() if far_area.sum() else _MIN_BG_FRACTION * rate_in
+        upper = _bin_upper(np.arange(_N_DENSITY_BINS))
+        for _ in range(5):
+            low = upper <= 0.5 * (rate_in + rate_bg)
+            if not far_area[low].sum():
+                break
+            new = far_sum[low].sum() / far_area[low].sum()
+            converged = abs(new - rate_bg) <= 1e-6 * max(rate_in, 1e-12)
             rate_bg = new
-            break
-        rate_bg = new
-    rate_bg = max(rate_bg, _MIN_BG_FRACTION * rate_in, 1e-9)
-    rate_in = max(rate_in, 2.0 * rate_bg)
-    return rate_in, rate_bg
+            if converged:
+                break
+        rate_bg = max(rate_bg, _MIN_BG_FRACTION * rate_in, 1e-9)
+        self.rate_in, self.rate_bg = float(max(rate_in, 2.0 * rate_bg)), float(rate_bg)
+
+        ids = np.concatenate([s["ids"] for s in stats]).astype(np.int64)
+        cells, inverse = np.unique(ids, return_inverse=True)
+
+        def total(name):
+            return np.bincount(inverse, weights=np.concatenate([s[name] for s in stats]), minlength=len(cells))
+
+        def extreme(name, fn, init):
+            out = np.full(len(cells), init, dtype=np.int64)
+            fn.at(out, inverse, np.concatenate([s[name] for s in stats]))
+            return out
+
+        area = total("area")
+        self.cell_ids, self.area = cells, area
+        self.cy, self.cx = total("sum_rows") / np.maximum(area, 1), total("sum_cols") / np.maximum(area, 1)
+        if len(cells):
+            big = np.iinfo(np.int64).max
+            extent = np.maximum(
+                extreme("max_row", np.maximum, -1) - extreme("min_row", np.minimum, big),
+                extreme("max_col", np.maximum, -1) - extreme("min_col", np.minimum, big),
+            )
+            self.diameter = int(extent.max()) + 1
+            radius = np.sqrt(np.median(area) / np.pi)
+            typical_extent = 0.5 * self.cap
+            cyto_area = np.pi * ((radius + typical_extent) ** 2 - radius**2)
+            self.n_sectors = int(np.clip(round(self.rate_in * cyto_area / _PER_SECTOR), _MIN_SECTORS, _MAX_SECTORS))
+
+    def prior_stride(self) -> int:
+        """Every how many cells (by position in ``cell_ids``) the prior on extents is fitted on."""
+        return max(1, int(np.ceil(len(self.cell_ids) * self.n_sectors / _MAX_PRIOR_SECTORS)))
+
+    def fit_prior(self, likelihoods: list[np.ndarray], n_iter: int = 30) -> None:
+        """Fit the prior over extents: the mean posterior of the informative sectors (EM on the mixture)."""
+        like = np.concatenate([lk for lk in likelihoods if len(lk)]) if any(len(lk) for lk in likelihoods) else None
+        n_ext = self.n_bins + 1
+        prior = np.full(n_ext, 1.0 / n_ext)
+        if like is not None:
+            for _ in range(n_iter):
+                post = like * prior
+                post /= post.sum(axis=1, keepdims=True)
+                new = 0.98 * post.mean(axis=0) + 0.02 / n_ext  # keep every extent possible
+                if np.abs(new - prior).max() < 1e-6:
+                    prior = new
+                    break
+                prior = new
+        self.prior = prior
+
+    def fit_types(self, counts, n_genes: int) -> None:
+        """Cell types by expression (``counts``: cells in ``cell_ids`` order x genes, sparse) and their log-odds."""
+        from scipy import sparse
+
+        n = len(self.cell_ids)
+        counts = sparse.csr_matrix(counts, shape=(n, n_genes))
+        order = np.lexsort((self.cx, self.cy))  # a spatial order: types do not depend on how cells are numbered
+        types = np.empty(n, dtype=np.int64)
+        types[order] = cell_types(counts[order], self.seed)
+        self.types = types
+        n_types = int(types.max()) + 1 if n else 1
+        if n_types < 2:
+            self.logodds = None
+            return
+        onehot = sparse.csr_matrix((np.ones(n), (types, np.arange(n))), shape=(n_types, n))
+        profiles = np.asarray((onehot @ counts).todense(), dtype=np.float64)
+        profiles = (profiles + 0.5) / (profiles + 0.5).sum(axis=1, keepdims=True)
+        self.logodds = np.clip(np.log(profiles / profiles.mean(axis=0)), -3.0, 3.0)  # (types, genes)
+
+    @property
+    def n_types(self) -> int:
+        """Number of cell types found (1 before :meth:`fit_types` or when the cells are one type)."""
+        return 1 if self.types is None or not len(self.types) else int(self.types.max()) + 1
+
+    # ------------------------------------------------------------------------------------ per window
+    def cells_near(self, window: Window) -> np.ndarray:
+        """Positions (in ``cell_ids``) of the cells whose centroid lies within a territory of ``window``."""
+        m = self.cap + self.diameter
+        return np.flatnonzero(
+            (self.cy >= window.y0 - m)
+            & (self.cy < window.y1 + m)
+            & (self.cx >= window.x0 - m)
+            & (self.cx < window.x1 + m)
+        )
+
+    def report(self, moved: int = 0) -> GrowthReport:
+        """Return what was estimated, for ``uns``."""
+        prior_extent = float(np.sum(self.prior * np.arange(len(self.prior)))) if self.prior is not None else 0.0
+        return GrowthReport(self.pixel_size, self.cap, self.rate_in, self.rate_bg, self.n_sectors, self.n_types,
+                            len(self.cell_ids), prior_extent, moved)  # fmt: skip
 
 
-def _sector_extents(llr: np.ndarray, valid: np.ndarray, quantile: float, n_iter: int = 30):
-    """Posterior-quantile extent per sector from log-likelihood ratios ``llr`` (sectors x extents).
+# --------------------------------------------------------------------------------------------- kernels
+def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Window, x, y) -> dict:
+    """Pass 1: ring and background counts on the core, and each nucleus' pixels on the core."""
+    geo = _geometry(nuclei)
+    counts = _count_image(x, y, window)
+    inner = core.within(window)
+    dist, cnt = geo.dist[inner], counts[inner]
+    ring = (dist > 0) & (dist <= growth.ring_px)
+    far = dist > growth.cap
+    density = ndi.gaussian_filter(counts, growth.density_sigma)[inner]
+    bins = _density_bin(density[far])
+    out = {
+        "ring_sum": float(cnt[ring].sum()), "ring_area": int(ring.sum()),
+        "total_sum": float(cnt.sum()), "total_area": int(cnt.size),
+        "far_sum": np.bincount(bins, weights=cnt[far], minlength=_N_DENSITY_BINS),
+        "far_area": np.bincount(bins, minlength=_N_DENSITY_BINS).astype(np.float64),
+    }  # fmt: skip
+    core_labels = nuclei[inner]
+    rr, cc = np.nonzero(core_labels)
+    ids, inv = np.unique(core_labels[rr, cc], return_inverse=True)
+    out["ids"], out["area"] = ids, np.bincount(inv, minlength=len(ids)).astype(np.float64)
+    out["sum_rows"] = np.bincount(inv, weights=rr + core.y0, minlength=len(ids))
+    out["sum_cols"] = np.bincount(inv, weights=cc + core.x0, minlength=len(ids))
+    for name, values, fn, init in (
+        ("min_row", rr, np.minimum, np.iinfo(np.int64).max),
+        ("max_row", rr, np.maximum, -1),
+        ("min_col", cc, np.minimum, np.iinfo(np.int64).max),
+        ("max_col", cc, np.maximum, -1),
+    ):
+        arr = np.full(len(ids), init, dtype=np.int64)
+        fn.at(arr, inv, values + (core.y0 if "row" in name else core.x0))
+        out[name] = arr
+    return out  # fmt: skip
 
-    The prior over extents is the mean posterior of all informative sectors (EM on the mixture).
-    Returns extents in bins (sectors,) and the learned prior.
-    """
-    n_ext = llr.shape[1]
-    prior = np.full(n_ext, 1.0 / n_ext)
-    shifted = llr - llr.max(axis=1, keepdims=True)
-    like = np.exp(shifted)
-    for _ in range(n_iter):
-        post = like * prior
-        post /= post.sum(axis=1, keepdims=True)
-        new = post[valid].mean(axis=0) if valid.any() else prior
-        new = 0.98 * new + 0.02 / n_ext  # keep every extent possible
-        if np.abs(new - prior).max() < 1e-6:
-            prior = new
-            break
-        prior = new
-    post = like * prior
+
+def _sector_tables(growth: Growth, geo: _Geometry, counts: np.ndarray, window: Window, local: np.ndarray, where):
+    """Per (cell, sector, distance bin) areas and counts over the territory pixels of the local cells ``local``."""
+    h, w = counts.shape
+    n_s, n_bins = growth.n_sectors, growth.n_bins
+    terr = (geo.dist > 0) & (geo.dist <= growth.cap)
+    pt = np.flatnonzero(terr.ravel())
+    c = geo.owner.ravel()[pt]
+    keep = where[c]
+    pt, c = pt[keep], c[keep]
+    d = geo.dist.ravel()[pt]
+    n_at = counts.ravel()[pt]
+    py, pxx = np.divmod(pt, w)
+    cy, cx = local["cy"][c] - window.y0, local["cx"][c] - window.x0
+    theta = np.arctan2(py - cy, pxx - cx)
+    u = (theta + np.pi) / (2 * np.pi) * n_s
+    s = np.minimum(np.floor(u).astype(np.int64), n_s - 1)
+    k = np.clip(np.ceil(d).astype(np.int64) - 1, 0, n_bins - 1)  # bin j holds distances (j, j + 1]
+    n_local = len(local["cy"])
+    flat = (c * n_s + s) * n_bins + k
+    size = n_local * n_s * n_bins
+    area_b = np.bincount(flat, minlength=size).reshape(n_local * n_s, n_bins).astype(np.float64)
+    count_b = np.bincount(flat, weights=n_at, minlength=size).reshape(n_local * n_s, n_bins)
+    ring_sel = d <= growth.ring_px
+    ring_area = np.bincount(c[ring_sel], minlength=n_local)
+    ring_count = np.bincount(c[ring_sel], weights=n_at[ring_sel], minlength=n_local)
+    return area_b, count_b, ring_area, ring_count, (pt, c, d, u)
+
+
+def _likelihoods(growth: Growth, area_b, count_b, ring_area, ring_count):
+    """Likelihood (up to a constant per sector) of every extent, per sector; and which sectors saw any pixel."""
+    n_s = growth.n_sectors
+    pseudo_area = _RATE_PRIOR_COUNTS / growth.rate_in
+    cell_rate = (ring_count + _RATE_PRIOR_COUNTS) / (ring_area + pseudo_area)
+    cell_rate = np.maximum(cell_rate, 1.5 * growth.rate_bg)
+    lam_in = np.repeat(cell_rate, n_s)[:, None]
+    gain = count_b * np.log(lam_in / growth.rate_bg) - area_b * (lam_in - growth.rate_bg)
+    llr = np.concatenate([np.zeros((len(gain), 1)), np.cumsum(gain, axis=1)], axis=1)
+    like = np.exp(llr - llr.max(axis=1, keepdims=True))
+    return like, area_b.sum(axis=1) > 0
+
+
+def _local_cells(growth: Growth, geo: _Geometry, positions: np.ndarray) -> dict:
+    """Per-cell arrays for the window's local cells (``geo.ids``), looked up among the cells near it."""
+    where = positions[np.searchsorted(growth.cell_ids[positions], geo.ids)] if len(geo.ids) else positions[:0]
+    return {"pos": where, "cy": growth.cy[where], "cx": growth.cx[where], "area": growth.area[where]}
+
+
+def sectors_kernel(growth: Growth, nuclei, window: Window, core: Window, x, y, positions) -> np.ndarray:
+    """Pass 2: extent likelihoods of the sectors of the sampled cells whose centroid lies on the core."""
+    geo = _geometry(nuclei)
+    local = _local_cells(growth, geo, positions)
+    stride = growth.prior_stride()
+    own = core.contains(np.floor(local["cy"]), np.floor(local["cx"])) & (local["pos"] % stride == 0)
+    if not own.any():
+        return np.zeros((0, growth.n_bins + 1))
+    counts = _count_image(x, y, window)
+    area_b, count_b, ring_area, ring_count, _ = _sector_tables(growth, geo, counts, window, local, own)
+    like, valid = _likelihoods(growth, area_b, count_b, ring_area, ring_count)
+    rows = np.repeat(own, growth.n_sectors) & valid
+    return like[rows]
+
+
+def _grow_window(growth: Growth, geo: _Geometry, counts: np.ndarray, window: Window, local: dict) -> np.ndarray:
+    """Cells (local indices, -1 background) grown on the window: nuclei plus each sector's extent."""
+    n_s = growth.n_sectors
+    everyone = np.ones(len(local["cy"]), dtype=bool)
+    area_b, count_b, ring_area, ring_count, (pt, c, d, u) = _sector_tables(growth, geo, counts, window, local,
+                                                                          everyone)  # fmt: skip
+    like, _ = _likelihoods(growth, area_b, count_b, ring_area, ring_count)
+    post = like * growth.prior
     post /= post.sum(axis=1, keepdims=True)
-    cdf = np.cumsum(post, axis=1)
-    extent = (cdf < quantile).sum(axis=1)
-    return extent, prior
+    extent = (np.cumsum(post, axis=1) < growth.quantile).sum(axis=1).reshape(-1, n_s).astype(np.float32)
+    # interpolate the extent between the two nearest sector centres
+    v = u - 0.5
+    s0 = np.floor(v).astype(np.int64) % n_s
+    s1 = (s0 + 1) % n_s
+    frac = (v - np.floor(v)).astype(np.float32)
+    ext = (1 - frac) * extent[c, s0] + frac * extent[c, s1]
+    keep = d <= ext
+    grown = np.where(geo.cell_of >= 0, geo.cell_of, -1).ravel()
+    grown[pt[keep]] = c[keep]
+    return grown.reshape(geo.cell_of.shape)
 
 
-def _cell_types(counts, seed: int) -> np.ndarray:
-    """Cluster cells (rows of a dense counts matrix) into types; the number chosen by silhouette."""
+def extent_kernel(growth: Growth, nuclei, window: Window, core: Window, x, y, genes, positions):
+    """Pass 3: cells grown by their extents on the core (global ids), and the core's (cell, gene) counts."""
+    geo = _geometry(nuclei)
+    local = _local_cells(growth, geo, positions)
+    grown = _grow_window(growth, geo, _count_image(x, y, window), window, local)
+    ids = np.where(grown >= 0, geo.ids[np.maximum(grown, 0)] if len(geo.ids) else 0, 0).astype(np.int32)
+    core_ids = ids[core.within(window)]
+    on = core.contains(np.floor(y), np.floor(x))
+    cell = core_ids[np.floor(y[on]).astype(np.int64) - core.y0, np.floor(x[on]).astype(np.int64) - core.x0]
+    g = np.asarray(genes)[on].astype(np.int64)
+    g, cell = g[cell > 0], cell[cell > 0].astype(np.int64)
+    return core_ids, cell, g
+
+
+def compose_kernel(growth: Growth, nuclei, grown, window: Window, core: Window, x, y, genes, positions):
+    """Pass 4: borders between touching cells moved by composition, attached pieces, small holes; core labels."""
+    geo = _geometry(nuclei)
+    local = _local_cells(growth, geo, positions)
+    n_local = len(geo.ids)
+    # grown labels (global ids) back to local indices
+    lut_pos = np.searchsorted(geo.ids, grown) if n_local else np.zeros(grown.shape, np.int64)
+    lut_pos = np.minimum(lut_pos, max(n_local - 1, 0))
+    current = np.where((grown > 0) & (n_local > 0), lut_pos, -1)
+    if n_local and (current >= 0).any():
+        known = geo.ids[np.maximum(current, 0)] == grown
+        current = np.where(known, current, -1)
+    if growth.logodds is not None and n_local > 1:
+        current, _ = _composition(growth, geo, current, window, local, x, y, genes, positions)
+    out = np.where(current >= 0, geo.ids[np.maximum(current, 0)] if n_local else 0, 0).astype(np.int32)
+    out = _keep_attached(out, nuclei)
+    out = _fill_small_holes(out, int(round(_HOLE_UM2 / growth.pixel_size**2)))
+    inner = core.within(window)
+    # pixels of the core whose cell the composition changed
+    return out[inner], int(np.count_nonzero((out[inner] != grown[inner]) & (out[inner] > 0) & (grown[inner] > 0)))
+
+
+def _composition(growth: Growth, geo: _Geometry, grown, window, local, x, y, genes, positions):
+    """Reassign grown (non-nucleus) pixels to the candidate nucleus whose cell type explains them best."""
+    from scipy.spatial import cKDTree
+
+    h, w = grown.shape
+    px, cap = growth.pixel_size, growth.cap
+    movable = (grown >= 0) & (geo.cell_of < 0)
+    pix = np.flatnonzero(movable.ravel())
+    if len(pix) == 0:
+        return grown, 0
+    # candidates: the nearest centroids among all cells near the window (global positions)
+    near_cy, near_cx = growth.cy[positions] - window.y0, growth.cx[positions] - window.x0
+    py, pxx = np.divmod(pix, w)
+    k = min(_CANDIDATES, len(positions))
+    _, cand = cKDTree(np.column_stack([near_cy, near_cx])).query(np.column_stack([py, pxx]), k=k)
+    cand_pos = positions[np.asarray(cand).reshape(len(pix), k)]
+    current = grown.ravel()[pix]
+    cur_pos = local["pos"][current]
+    cand_pos = np.column_stack([cur_pos, cand_pos])
+    rad = np.sqrt(growth.area[cand_pos] / np.pi)
+    dy, dx = py[:, None] - (growth.cy[cand_pos] - window.y0), pxx[:, None] - (growth.cx[cand_pos] - window.x0)
+    edge = np.maximum(np.hypot(dy, dx) - rad, 0.0) * px
+    edge[:, 0] = geo.dist.ravel()[pix] * px  # exact for the current owner
+    sigma = _EVIDENCE_SIGMA_UM / px
+    rows, cols = np.floor(y).astype(np.int64) - window.y0, np.floor(x).astype(np.int64) - window.x0
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    g = np.asarray(genes)[inside].astype(np.int64)
+    flat_tx = rows[inside] * w + cols[inside]
+    cand_type = growth.types[cand_pos]
+    score = np.zeros(cand_pos.shape, dtype=np.float32)
+    for t in range(growth.logodds.shape[0]):
+        if not (cand_type == t).any():
+            continue
+        ev = np.bincount(flat_tx, weights=growth.logodds[t, g], minlength=h * w).reshape(h, w)
+        ev = ndi.gaussian_filter(ev.astype(np.float32), sigma) * (2 * np.pi * sigma**2)
+        score = np.where(cand_type == t, ev.ravel()[pix][:, None], score)
+    score -= _DISTANCE_PENALTY * edge
+    score[edge > cap * px] = -np.inf
+    best_pos = cand_pos[np.arange(len(pix)), np.argmax(score, axis=1)]
+    # back to local indices; a candidate without a nucleus in the window cannot take the pixel
+    order = np.argsort(local["pos"])
+    at = np.searchsorted(local["pos"][order], best_pos)
+    at = np.minimum(at, len(order) - 1)
+    found = local["pos"][order][at] == best_pos
+    best = np.where(found, order[at], current)
+    moved = int(np.count_nonzero(best != current))
+    out = grown.copy().ravel()
+    out[pix] = best
+    return out.reshape(h, w), moved
+
+
+def cell_types(counts, seed: int) -> np.ndarray:
+    """Cluster cells (rows of a counts matrix, dense or sparse) into types; the number chosen by silhouette."""
+    from scipy import sparse
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
 
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
     n_cells = counts.shape[0]
-    totals = counts.sum(axis=1)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
     usable = totals >= _MIN_CELL_COUNTS
     types = np.zeros(n_cells, dtype=np.int64)
     if usable.sum() < 3 * _TYPE_RANGE[0] or counts.shape[1] < 2:
         return types
-    norm = np.log1p(counts / np.maximum(totals[:, None], 1) * 1e3)
-    n_comp = int(min(15, norm.shape[1] - 1, usable.sum() - 1))
-    pca = PCA(n_components=n_comp, random_state=seed).fit(norm[usable])
-    emb = pca.transform(norm)
     rng = np.random.default_rng(seed)
-    sub = np.flatnonzero(usable)
+
+    def normalised(rows: np.ndarray) -> np.ndarray:
+        sub = counts[rows]
+        scaled = sparse.diags(1e3 / np.maximum(totals[rows], 1)) @ sub
+        return np.log1p(scaled.toarray())
+
+    fit_rows = np.flatnonzero(usable)
+    if len(fit_rows) > _MAX_CLUSTER_CELLS:
+        fit_rows = np.sort(rng.choice(fit_rows, _MAX_CLUSTER_CELLS, replace=False))
+    fit_data = normalised(fit_rows)
+    n_comp = int(min(15, fit_data.shape[1] - 1, len(fit_rows) - 1))
+    pca = PCA(n_components=n_comp, random_state=seed).fit(fit_data)
+    emb_fit = pca.transform(fit_data)
+    sub = np.arange(len(fit_rows))
     if len(sub) > 3000:
         sub = rng.choice(sub, 3000, replace=False)
     best, best_score = None, -np.inf
     for k in range(_TYPE_RANGE[0], min(_TYPE_RANGE[1], len(sub) // 3) + 1):
-        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(emb[usable])
-        score = silhouette_score(emb[sub], km.predict(emb[sub]))
+        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(emb_fit)
+        score = silhouette_score(emb_fit[sub], km.predict(emb_fit[sub]))
         if score > best_score:
             best, best_score = km, score
-    return best.predict(emb) if best is not None else types
+    if best is None:
+        return types
+    for start in range(0, n_cells, _MAX_CLUSTER_CELLS):
+        rows = np.arange(start, min(start + _MAX_CLUSTER_CELLS, n_cells))
+        types[rows] = best.predict(pca.transform(normalised(rows)))
+    return types
 
 
 def _keep_attached(labels: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
@@ -209,6 +593,94 @@ def _fill_small_holes(labels: np.ndarray, max_area: int) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------------------------- driver
+def grow_blockwise(
+    source, index, *, pixel_size: float | None, max_distance: float = 8.0, quantile: float = 0.5,
+    composition: bool = True, seed: int = 0, scratch, block_size: int, client=None, progress: bool = True,
+):  # fmt: skip
+    """Grow the nucleus labels of ``source`` (``.shape``, ``.read(window)``) with the transcripts of ``index``.
+
+    Four passes of the block driver with the sample-wide fits between them (see the module docstring).
+    Returns a :class:`gsn.blockwise.RasterSource` of the grown labels (same ids), a :class:`GrowthReport`
+    and the halo (pixels) that holds any grown cell whole.
+    """
+    from scipy import sparse
+
+    from ..blockwise import RasterSource, block_grid, map_blocks
+
+    shape = tuple(source.shape)
+    blocks = block_grid(shape, block_size)
+    growth = Growth.start(pixel_size, max_distance, quantile=quantile, seed=seed)
+
+    def tx(block_window, genes: bool = False):
+        t = index.window(block_window)
+        return (t.x, t.y, t.gene) if genes else (t.x, t.y)
+
+    halo = growth.stats_halo()
+
+    def stats_inputs(block):
+        window = block.grow(halo, shape)
+        return source.read(window), window, block, *tx(window)
+
+    stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client, progress=progress,
+                       desc="growth: rates")  # fmt: skip
+    growth.fit_rates(stats)
+    del stats
+    if not len(growth.cell_ids):
+        return source, growth.report(), 0
+    if index.n_inside == 0:
+        logger.warning("No transcripts on the labels: cells cannot be grown and are returned as they are.")
+        return source, growth.report(), growth.diameter
+    halo = growth.halo()
+
+    def inputs(block, genes=False):
+        window = block.grow(halo, shape)
+        return source.read(window), window, block, *tx(window, genes), growth.cells_near(window)
+
+    likelihoods = map_blocks(sectors_kernel, blocks, inputs, shared=(growth,), client=client, progress=progress,
+                             desc="growth: prior")  # fmt: skip
+    growth.fit_prior(likelihoods)
+    del likelihoods
+
+    grown = scratch.raster("grown", shape, np.int32, chunk=block_size)
+    pairs = []
+
+    def collect_extent(block, result):
+        core_ids, cell, g = result
+        grown.write(block, core_ids)
+        pairs.append((cell, g))
+
+    map_blocks(extent_kernel, blocks, lambda b: inputs(b, genes=True), shared=(growth,), collect=collect_extent,
+               client=client, progress=progress, desc="growth: extents")  # fmt: skip
+    if not composition or len(growth.cell_ids) < 2:
+        report = growth.report()
+        logger.info("Grew %d cells: rates in %.4g / background %.4g per px, %d sectors", report.n_cells,
+                    report.rate_in, report.rate_background, report.n_sectors)  # fmt: skip
+        return RasterSource(grown), report, growth.halo()
+    cells = np.concatenate([p[0] for p in pairs]) if pairs else np.zeros(0, np.int64)
+    genes = np.concatenate([p[1] for p in pairs]) if pairs else np.zeros(0, np.int64)
+    n_genes = len(index.genes)
+    rows = np.searchsorted(growth.cell_ids, cells)
+    counts = sparse.coo_matrix((np.ones(len(rows)), (rows, genes)), shape=(len(growth.cell_ids), n_genes)).tocsr()
+    growth.fit_types(counts, n_genes)
+
+    final = scratch.raster("composed", shape, np.int32, chunk=block_size)
+    grown_source = RasterSource(grown)
+
+    def compose_inputs(block):
+        window = block.grow(halo, shape)
+        return (source.read(window), grown_source.read(window), window, block, *tx(window, True),
+                growth.cells_near(window))  # fmt: skip
+
+    moved = map_blocks(compose_kernel, blocks, compose_inputs, shared=(growth,),
+                       collect=lambda b, r: (final.write(b, r[0]), r[1])[1], client=client, progress=progress,
+                       desc="growth: composition")  # fmt: skip
+    report = growth.report(int(sum(moved)))
+    logger.info("Grew %d cells: rates in %.4g / background %.4g per px, %d sectors, %d types", report.n_cells,
+                report.rate_in, report.rate_background, report.n_sectors, report.n_types)  # fmt: skip
+    return RasterSource(final), report, growth.halo()
+
+
 def grow_labels(
     nuclei: np.ndarray,
     x: np.ndarray,
@@ -222,6 +694,8 @@ def grow_labels(
     seed: int = 0,
 ) -> tuple[np.ndarray, GrowthReport]:
     """Grow nucleus-like labels into whole cells with the transcripts.
+
+    The in-memory form of what :func:`gsn.tl.grow_cells` and :func:`gsn.tl.segment` run block by block.
 
     Parameters
     ----------
@@ -247,159 +721,33 @@ def grow_labels(
     -------
     The whole-cell labels (same ids as ``nuclei``, int32) and a :class:`GrowthReport`.
     """
+    from ..blockwise import ArraySource, Scratch, Transcripts
+
     nuclei = np.asarray(nuclei)
     h, w = nuclei.shape
-    px = 0.2 if pixel_size is None else float(pixel_size)
-    cap = max(1.0, max_distance / px)
-    ring_px = max(1.5, _RING_UM / px)
-    ids, inverse = np.unique(nuclei, return_inverse=True)
-    inverse = inverse.reshape(nuclei.shape)
-    has_bg = ids[0] == 0
-    n = len(ids) - int(has_bg)
-    cell_of = inverse - 1 if has_bg else inverse  # -1 = background, 0..n-1 = cells
-    counts = _count_image(x, y, (h, w))
-    report = GrowthReport(px, cap, 0.0, 0.0, 0, 0, n)
-    if n == 0:
-        return np.zeros((h, w), np.int32), report
-    if counts.sum() == 0:
-        logger.warning("No transcripts on the labels: cells cannot be grown and are returned as they are.")
-        return nuclei.astype(np.int32), report
-
-    dist, (iy, ix) = ndi.distance_transform_edt(cell_of < 0, return_indices=True)
-    dist = dist.astype(np.float32)
-    owner = cell_of[iy, ix]
-    del iy, ix
-    rate_in, rate_bg = estimate_rates(counts, dist, ring_px=ring_px, far_px=cap, sigma_px=_DENSITY_SIGMA_UM / px)
-    report.rate_in, report.rate_background = rate_in, rate_bg
-
-    # nucleus centroids and sizes
-    nuc = cell_of >= 0
-    ny, nx = np.divmod(np.flatnonzero(nuc.ravel()), w)
-    area = np.bincount(cell_of[nuc], minlength=n).astype(np.float64)
-    cy = np.bincount(cell_of[nuc], weights=ny, minlength=n) / np.maximum(area, 1)
-    cx = np.bincount(cell_of[nuc], weights=nx, minlength=n) / np.maximum(area, 1)
-
-    # sectors: each should expect a few cytoplasm molecules at the in-cell rate
-    radius = np.sqrt(np.median(area) / np.pi)
-    typical_extent = 0.5 * cap
-    cyto_area = np.pi * ((radius + typical_extent) ** 2 - radius**2)
-    n_sectors = int(np.clip(round(rate_in * cyto_area / _PER_SECTOR), _MIN_SECTORS, _MAX_SECTORS))
-    report.n_sectors = n_sectors
-
-    terr = (dist > 0) & (dist <= cap)
-    pt = np.flatnonzero(terr.ravel())
-    c = owner.ravel()[pt].astype(np.int64)
-    d = dist.ravel()[pt]
-    n_at = counts.ravel()[pt]
-    py, pxx = np.divmod(pt, w)
-    theta = np.arctan2(py - cy[c], pxx - cx[c])
-    u = (theta + np.pi) / (2 * np.pi) * n_sectors
-    s = np.minimum(np.floor(u).astype(np.int64), n_sectors - 1)
-    n_bins = int(np.ceil(cap))
-    k = np.clip(np.ceil(d).astype(np.int64) - 1, 0, n_bins - 1)  # bin j holds distances (j, j + 1]
-    cell_sector = c * n_sectors + s
-    flat = cell_sector * n_bins + k
-    size = n * n_sectors * n_bins
-    area_b = np.bincount(flat, minlength=size).reshape(n * n_sectors, n_bins).astype(np.float64)
-    count_b = np.bincount(flat, weights=n_at, minlength=size).reshape(n * n_sectors, n_bins)
-
-    # each cell's own in-cell rate, shrunk toward the sample's (cells differ in expression)
-    ring_sel = d <= ring_px
-    ring_area = np.bincount(c[ring_sel], minlength=n)
-    ring_count = np.bincount(c[ring_sel], weights=n_at[ring_sel], minlength=n)
-    pseudo_area = _RATE_PRIOR_COUNTS / rate_in
-    cell_rate = (ring_count + _RATE_PRIOR_COUNTS) / (ring_area + pseudo_area)
-    cell_rate = np.maximum(cell_rate, 1.5 * rate_bg)
-    lam_in = np.repeat(cell_rate, n_sectors)[:, None]
-    gain = count_b * np.log(lam_in / rate_bg) - area_b * (lam_in - rate_bg)
-    llr = np.concatenate([np.zeros((n * n_sectors, 1)), np.cumsum(gain, axis=1)], axis=1)
-    valid = area_b.sum(axis=1) > 0
-    extent_bins, prior = _sector_extents(llr, valid, quantile)
-    report.prior_extent_px = float(np.sum(prior * np.arange(len(prior))))
-    extent = extent_bins.reshape(n, n_sectors).astype(np.float32)
-
-    # interpolate the extent between the two nearest sector centres
-    v = u - 0.5
-    s0 = np.floor(v).astype(np.int64) % n_sectors
-    s1 = (s0 + 1) % n_sectors
-    frac = (v - np.floor(v)).astype(np.float32)
-    ext = (1 - frac) * extent[c, s0] + frac * extent[c, s1]
-    keep = d <= ext
-    grown = np.where(nuc, cell_of, -1).ravel()
-    grown[pt[keep]] = c[keep]
-    grown = grown.reshape(h, w)
-
-    if composition and genes is not None and n > 1:
-        grown, moved, n_types = _composition(grown, cell_of, dist, cap, cy, cx, area, x, y, genes, px, seed)
-        report.pixels_moved_by_composition, report.n_types = moved, n_types
-
-    out = np.where(grown >= 0, ids[np.maximum(grown, 0) + int(has_bg)], 0).astype(np.int32)
-    out = _keep_attached(out, nuclei)
-    out = _fill_small_holes(out, int(round(_HOLE_UM2 / px**2)))
-    logger.info(
-        "Grew %d cells: rates in %.4g / background %.4g per px, %d sectors, %d types",
-        n, rate_in, rate_bg, n_sectors, report.n_types,
-    )  # fmt: skip
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    codes = np.zeros(len(x), np.int32) if genes is None else np.asarray(genes).astype(np.int32)
+    t = Transcripts(x[inside], y[inside], codes[inside], np.flatnonzero(inside))
+    index = _InMemoryIndex(t, (h, w), int(codes.max()) + 1 if len(codes) else 0)
+    with Scratch(in_memory_bytes=1 << 62) as scratch:
+        grown, report, _ = grow_blockwise(
+            ArraySource(nuclei.astype(np.int64)), index, pixel_size=pixel_size, max_distance=max_distance,
+            quantile=quantile, composition=composition and genes is not None, seed=seed, scratch=scratch,
+            block_size=max(h, w, 1), progress=False,
+        )  # fmt: skip
+        out = grown.read(Window(0, h, 0, w)).astype(np.int32)
     return out, report
 
 
-def _composition(grown, cell_of, dist, cap, cy, cx, area, x, y, genes, px, seed):
-    """Reassign grown (non-nucleus) pixels to the candidate nucleus whose cell type explains them best."""
-    from scipy.spatial import cKDTree
+class _InMemoryIndex:
+    """Transcripts held as arrays, with the :class:`gsn.blockwise.TranscriptIndex` interface growth uses."""
 
-    h, w = grown.shape
-    n = len(area)
-    genes = np.asarray(genes, dtype=np.int64)
-    n_genes = int(genes.max()) + 1 if len(genes) else 0
-    rows, cols = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w) & (genes >= 0)
-    rows, cols, g = rows[inside], cols[inside], genes[inside]
-    cell_tx = grown[rows, cols]
-    in_cell = cell_tx >= 0
-    mat = np.zeros((n, n_genes))
-    np.add.at(mat, (cell_tx[in_cell], g[in_cell]), 1.0)
-    # cluster in a spatial order so the result does not depend on how the cells are numbered
-    order = np.lexsort((cx, cy))
-    types = np.empty(n, dtype=np.int64)
-    types[order] = _cell_types(mat[order], seed)
-    n_types = int(types.max()) + 1
-    if n_types < 2:
-        return grown, 0, 1
-    profiles = np.zeros((n_types, n_genes))
-    np.add.at(profiles, types, mat)
-    profiles = (profiles + 0.5) / (profiles + 0.5).sum(axis=1, keepdims=True)
-    mean = profiles.mean(axis=0)
-    logodds = np.clip(np.log(profiles / mean), -3.0, 3.0)  # (types, genes)
+    def __init__(self, t, shape, n_genes: int):
+        self.t, self.shape, self.n_inside = t, shape, len(t)
+        self.genes = np.arange(n_genes)
 
-    # candidate pixels: grown, outside nuclei
-    movable = (grown >= 0) & (cell_of < 0)
-    pix = np.flatnonzero(movable.ravel())
-    if len(pix) == 0:
-        return grown, 0, n_types
-    py, pxx = np.divmod(pix, w)
-    tree = cKDTree(np.column_stack([cy, cx]))
-    k = min(_CANDIDATES, n)
-    _, cand = tree.query(np.column_stack([py, pxx]), k=k)
-    cand = np.asarray(cand).reshape(len(pix), k)
-    current = grown.ravel()[pix]
-    cand = np.column_stack([current, cand])
-    # edge distance ~ centroid distance minus the nucleus' equivalent radius (microns)
-    rad = np.sqrt(area / np.pi)
-    edge = np.maximum(np.hypot(py[:, None] - cy[cand], pxx[:, None] - cx[cand]) - rad[cand], 0.0) * px
-    edge[:, 0] = dist.ravel()[pix] * px  # exact for the current owner
-    sigma = _EVIDENCE_SIGMA_UM / px
-    flat_tx = rows * w + cols
-    score = np.zeros(cand.shape, dtype=np.float32)
-    cand_type = types[cand]
-    for t in range(n_types):
-        ev = np.bincount(flat_tx, weights=logodds[t, g], minlength=h * w).reshape(h, w)
-        ev = ndi.gaussian_filter(ev.astype(np.float32), sigma) * (2 * np.pi * sigma**2)
-        score = np.where(cand_type == t, ev.ravel()[pix][:, None], score)
-    score -= _DISTANCE_PENALTY * edge
-    score[edge > cap * px] = -np.inf
-    best = cand[np.arange(len(pix)), np.argmax(score, axis=1)]
-    moved = int(np.count_nonzero(best != current))
-    out = grown.copy().ravel()
-    out[pix] = best
-    out = out.reshape(h, w)
-    return out, moved, n_types
+    def window(self, window: Window, margin: float = 0.0):
+        t = self.t
+        return t.select((t.x >= window.x0 - margin) & (t.x < window.x1 + margin) & (t.y >= window.y0 - margin)
+                        & (t.y < window.y1 + margin))  # fmt: skip

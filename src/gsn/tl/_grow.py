@@ -8,21 +8,11 @@ from spatialdata.models import Labels2DModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import Key
-from .._elements import label_values
+from .._elements import label_source
 from .._logging import logger
-from .._transcripts import check_coordinates
+from ..blockwise import LABELS_HALO
 
 GROWN_SUFFIX = "grown"
-
-
-def growth_inputs(sdata: sd.SpatialData, labels_element, labels_name: str, points_key: str | None, shape):
-    """Transcript pixel coordinates in the labels' frame, integer gene codes, and the labels' pixel size."""
-    from ._cells import transcripts_in_element
-    from ._segment import image_pixel_size
-
-    x, y, codes, _, points_key = transcripts_in_element(sdata, labels_element, labels_name, points_key)
-    inside = check_coordinates(x, y, shape, points_key=points_key, image_key=labels_name)
-    return x[inside], y[inside], codes[inside], image_pixel_size(labels_element), points_key
 
 
 def grow_cells(
@@ -37,6 +27,8 @@ def grow_cells(
     pixel_size: float | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    block_size: int | None = None,
+    client=None,
 ) -> None:
     """Grow nucleus labels into whole cells, reading how far each cell reaches from its transcripts.
 
@@ -74,6 +66,11 @@ def grow_cells(
         Seed of the clustering into cell types.
     overwrite
         Replace existing elements/columns with the same names.
+    block_size
+        Side of the square blocks (pixels; default 2048) the labels are grown in: memory is bounded by
+        the block, and the result does not depend on it.
+    client
+        A ``dask.distributed.Client`` to run the blocks on.
 
     Examples
     --------
@@ -83,8 +80,11 @@ def grow_cells(
     >>> "prior_grown_labels" in sdata
     True
     """
-    from ..models._growth import grow_labels
-    from ._cells import _check_outputs, _default_points, _segmentation_elements, _write
+    from .._settings import settings
+    from ..blockwise import BLOCK_SIZE, Scratch
+    from ..models._growth import grow_blockwise
+    from ._cells import _check_outputs, _default_points, _segmentation_elements, _write, transcript_index
+    from ._segment import image_pixel_size
 
     if not 0 < quantile < 1:
         raise ValueError(f"`quantile` must be in (0, 1), got {quantile!r}.")
@@ -92,7 +92,8 @@ def grow_cells(
         raise ValueError(f"`max_distance` must be a positive number of microns, got {max_distance!r}.")
     if pixel_size is not None and (not np.isfinite(pixel_size) or pixel_size <= 0):
         raise ValueError(f"`pixel_size` must be a positive number of microns per pixel, got {pixel_size!r}.")
-    labels_key, element, nuclei = label_values(sdata, labels_key)
+    block_size = BLOCK_SIZE if block_size is None else int(block_size)
+    labels_key, element, source = label_source(sdata, labels_key)
     points_key = _default_points(sdata, points_key)
     if points_key is None:
         raise ValueError("The SpatialData object has no points element: growing cells needs the transcripts.")
@@ -100,26 +101,28 @@ def grow_cells(
     if Key.labels(key) == labels_key:
         raise ValueError(f"`key_added={key!r}` would replace the input labels {labels_key!r}; choose another prefix.")
     _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=True, inputs=(labels_key,))
-    x, y, genes, own_px, points_key = growth_inputs(sdata, element, labels_key, points_key, nuclei.shape)
-    px = pixel_size if pixel_size is not None else own_px
+    px = pixel_size if pixel_size is not None else image_pixel_size(element)
     if px is None:
         logger.warning(
             "The pixel size of %r is unknown (identity transformation): taking 0.2 µm per pixel for "
             "`max_distance`. Pass `pixel_size=` if that is wrong.", labels_key,
         )  # fmt: skip
-    grown, report = grow_labels(
-        nuclei, x, y, genes if composition else None, pixel_size=px, max_distance=max_distance,
-        quantile=quantile, composition=composition, seed=seed,
-    )  # fmt: skip
-    new = Labels2DModel.parse(grown, dims=("y", "x"), transformations=get_transformation(element, get_all=True))
-    uns = {"method": "grow_cells", "growth": report.as_dict(), "max_distance": max_distance, "quantile": quantile}
-    from ..blockwise import ArraySource, Scratch
-
+    transformations = get_transformation(element, get_all=True)
     with Scratch() as scratch:
+        index = transcript_index(sdata, points_key, element, labels_key, scratch=scratch)
+        grown, report, halo = grow_blockwise(
+            source, index, pixel_size=px, max_distance=max_distance, quantile=quantile, composition=composition,
+            seed=seed, scratch=scratch, block_size=block_size, client=client, progress=settings.progress,
+        )  # fmt: skip
+        uns = {"method": "grow_cells", "growth": report.as_dict(), "max_distance": max_distance, "quantile": quantile}
+        out = scratch.raster("labels", source.shape, np.int32, chunk=block_size, keep=True)
         boundaries, table, points_key, ids, _ = _segmentation_elements(
-            sdata, ArraySource(grown), new, labels_name=Key.labels(key), points_key=points_key, key=key, uns=uns,
+            sdata, grown, element, labels_name=Key.labels(key), points_key=points_key, key=key, uns=uns,
+            index=index, out=out, block_size=block_size, halo=max(halo, LABELS_HALO), client=client,
             scratch=scratch,
         )  # fmt: skip
+    new = Labels2DModel.parse(out.to_numpy() if out.in_memory else out.to_dask(), dims=("y", "x"),
+                              transformations=transformations)  # fmt: skip
     elements = {Key.labels(key): new, Key.boundaries(key): boundaries, Key.table(key): table}
     _write(sdata, key, elements, points_key, ids, overwrite=overwrite)
     logger.info("%s: grew %d cells from %r", key, table.n_obs, labels_key)

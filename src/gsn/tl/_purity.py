@@ -34,7 +34,7 @@ def marker_genes_from_counts(
     clustering: PCA, k-means, number of types by silhouette); each gene is a candidate marker of the
     type where its detection rate most exceeds the rate in the other cells.
     """
-    from ..models._growth import _cell_types
+    from ..models._growth import cell_types
 
     counts = sparse.csr_matrix(counts)
     genes = np.asarray([str(g) for g in genes])
@@ -46,7 +46,7 @@ def marker_genes_from_counts(
             f"Only {dense.shape[0]} cells have at least {_MIN_CELL_TRANSCRIPTS} transcripts: too few to derive "
             "marker genes. Pass `markers=` (a dict of cell type -> genes)."
         )
-    types = _cell_types(dense, seed)
+    types = cell_types(dense, seed)
     n_types = int(types.max()) + 1
     if n_types < 2:
         raise ValueError("The cells form a single expression cluster; pass `markers=` to compute MECR.")

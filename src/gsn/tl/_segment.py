@@ -366,10 +366,11 @@ def segment(
             device=device, options=options, decode=decode, block_size=block_size, halo=halo, client=client,
             scratch=scratch,
         )  # fmt: skip
-        source, growth = run.labels, None
+        source, growth, cells_halo = run.labels, None, halo
         if grow and run.n_cells:
-            source, growth = _grow(run, max_distance=max_distance, block_size=block_size, client=client,
-                                   scratch=scratch)  # fmt: skip
+            source, growth, grown_halo = _grow(run, max_distance=max_distance, block_size=block_size, client=client,
+                                               scratch=scratch)  # fmt: skip
+            cells_halo = max(halo, grown_halo)
         seconds = time.perf_counter() - t0
         uns = _plain(
             {
@@ -397,7 +398,7 @@ def segment(
                 "seconds_decode": seconds,
             }
         )
-        n_cells = _write_result(sdata, run, source, uns, key_added=key_added, block_size=block_size, halo=halo,
+        n_cells = _write_result(sdata, run, source, uns, key_added=key_added, block_size=block_size, halo=cells_halo,
                                 client=client, overwrite=overwrite, scratch=scratch)  # fmt: skip
     logger.info("GeneSegNet: %d cells on %r in %.1f s", n_cells, run.image_key, time.perf_counter() - t0)
     if n_cells == 0:
@@ -566,16 +567,15 @@ def decode_blockwise(
 
 
 def _grow(run: DecodeRun, *, max_distance, block_size, client, scratch):
-    """Grow decoded cells into whole cells with the transcripts (image pixel frame)."""
-    from ..blockwise import ArraySource, Window
-    from ..models._growth import grow_labels
+    """Grow decoded cells into whole cells with the transcripts, block by block (image pixel frame)."""
+    from .._settings import settings
+    from ..models._growth import grow_blockwise
 
-    h, w = run.frames.image_shape
-    labels = run.labels.read(Window(0, h, 0, w))
-    t = run.index.everything()
-    grown, report = grow_labels(labels, t.x, t.y, t.gene.astype(np.int64), pixel_size=run.pixel_size,
-                                max_distance=max_distance)  # fmt: skip
-    return ArraySource(grown), report.as_dict()
+    source, report, halo = grow_blockwise(
+        run.labels, run.index, pixel_size=run.pixel_size, max_distance=max_distance, scratch=scratch,
+        block_size=block_size, client=client, progress=settings.progress,
+    )  # fmt: skip
+    return source, report.as_dict(), halo
 
 
 def _write_result(
