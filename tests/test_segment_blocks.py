@@ -47,18 +47,35 @@ def xenium_crop():
 
 @pytest.mark.slow
 def test_block_size_does_not_change_the_cells(xenium_crop):
-    """The default model on a real crop (resampled to its pixel size, bf16 where the CPU has it): the
-    same labels, ids included, from one piece and from blocks of three sizes."""
+    """The default model on a real crop (resampled to its pixel size, bf16 where the CPU has it) and the
+    growth with the transcripts: the same labels, ids included, from one piece and from blocks of three sizes."""
     sdata = xenium_crop
     labels = {}
-    for block_size in (4096, 160, 256, 400):
+    for block_size in (4096, 200, 300, 450):
         key = f"b{block_size}"
-        gsn.tl.segment(sdata, key_added=key, grow=False, block_size=block_size, halo=128)
+        gsn.tl.segment(sdata, key_added=key, block_size=block_size, halo=128)
         labels[block_size] = np.asarray(sdata[f"{key}_labels"].values)
     assert labels[4096].max() > 50
-    for block_size in (160, 256, 400):
+    for block_size in (200, 300, 450):
         np.testing.assert_array_equal(labels[block_size], labels[4096])
         assert sdata[f"b{block_size}_table"].uns["genesegnet"]["block_size"] == block_size
+        for column in ("area", "n_transcripts"):
+            np.testing.assert_array_equal(sdata[f"b{block_size}_table"].obs[column], sdata["b4096_table"].obs[column])
+
+
+@pytest.mark.slow
+def test_one_and_two_dask_workers_match_one_process(xenium_crop):
+    """Default model, growth and cells pass as tasks: identical labels and tables with 1 and 2 workers."""
+    from distributed import Client, LocalCluster
+
+    sdata = xenium_crop
+    gsn.tl.segment(sdata, key_added="here", block_size=300, halo=128)
+    for n_workers in (1, 2):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        with cluster, Client(cluster) as client:
+            gsn.tl.segment(sdata, key_added=f"w{n_workers}", block_size=300, halo=128, client=client)
+        np.testing.assert_array_equal(sdata[f"w{n_workers}_labels"].values, sdata["here_labels"].values)
+        np.testing.assert_array_equal(sdata[f"w{n_workers}_table"].X.toarray(), sdata["here_table"].X.toarray())
 
 
 def test_blocks_on_a_local_dask_cluster_match_one_process():
