@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._arrays import compact
 from .._logging import logger
 from ..blockwise import Window
 
@@ -118,8 +119,7 @@ class _Geometry:
 
 
 def _geometry(nuclei: np.ndarray) -> _Geometry:
-    ids, inverse = np.unique(nuclei, return_inverse=True)
-    inverse = inverse.reshape(nuclei.shape)
+    ids, inverse = compact(nuclei)
     has_bg = len(ids) and ids[0] == 0
     cell_of = (inverse - 1 if has_bg else inverse).astype(np.int64)
     ids = ids[1:] if has_bg else ids
@@ -210,7 +210,7 @@ class Growth:
         self.rate_in, self.rate_bg = float(max(rate_in, 2.0 * rate_bg)), float(rate_bg)
 
         ids = np.concatenate([s["ids"] for s in stats]).astype(np.int64)
-        cells, inverse = np.unique(ids, return_inverse=True)
+        cells, inverse = compact(ids)
 
         def total(name):
             return np.bincount(inverse, weights=np.concatenate([s[name] for s in stats]), minlength=len(cells))
@@ -316,7 +316,7 @@ def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Windo
     }  # fmt: skip
     core_labels = nuclei[inner]
     rr, cc = np.nonzero(core_labels)
-    ids, inv = np.unique(core_labels[rr, cc], return_inverse=True)
+    ids, inv = compact(core_labels[rr, cc])
     out["ids"], out["area"] = ids, np.bincount(inv, minlength=len(ids)).astype(np.float64)
     out["sum_rows"] = np.bincount(inv, weights=rr + core.y0, minlength=len(ids))
     out["sum_cols"] = np.bincount(inv, weights=cc + core.x0, minlength=len(ids))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._arrays import compact
 from .._logging import logger
 from ..blockwise import Window, block_grid, map_blocks
 
@@ -48,14 +49,15 @@ def cells_kernel(
     core_labels = labels[core.within(window)]
     fg = core_labels > 0
     rr, cc = np.nonzero(fg)
-    ids, inverse, area = np.unique(core_labels[fg], return_inverse=True, return_counts=True)
+    ids, inverse = compact(core_labels[fg])
+    area = np.bincount(inverse, minlength=len(ids))
     sum_rows = np.bincount(inverse, weights=rr + core.y0, minlength=len(ids))
     sum_cols = np.bincount(inverse, weights=cc + core.x0, minlength=len(ids))
 
     gdf, n_cut = None, 0
     if polygons:
         wr, wc = np.nonzero(labels)
-        wids, winv = np.unique(labels[wr, wc], return_inverse=True)
+        wids, winv = compact(labels[wr, wc])
         min_r = np.full(len(wids), np.iinfo(np.int64).max)
         min_c = np.full(len(wids), np.iinfo(np.int64).max)
         np.minimum.at(min_r, winv, wr)
@@ -151,7 +153,7 @@ def cells_pass(
     results = map_blocks(kernel, blocks, inputs, collect=collect, client=client, progress=progress, desc="cells")
 
     ids = np.concatenate([r.ids for r in results]).astype(np.int64)
-    cells, inverse = np.unique(ids, return_inverse=True)
+    cells, inverse = compact(ids)
     area = np.bincount(inverse, weights=np.concatenate([r.area for r in results]), minlength=len(cells))
     sy = np.bincount(inverse, weights=np.concatenate([r.sum_rows for r in results]), minlength=len(cells))
     sx = np.bincount(inverse, weights=np.concatenate([r.sum_cols for r in results]), minlength=len(cells))

@@ -13,7 +13,7 @@ import spatialdata as sd
 from spatialdata.transformations import get_transformation
 from xarray import DataArray
 
-from .._constants import DEFAULT_KEY, Key
+from .._constants import DEFAULT_KEY, UNS_KEY, Key
 from .._elements import get_image, get_points
 from .._logging import logger
 from .._transcripts import transcripts_to_pixels
@@ -368,10 +368,10 @@ def segment(
         )  # fmt: skip
         source, growth, cells_halo = run.labels, None, halo
         if grow and run.n_cells:
-            source, growth, grown_halo = _grow(run, max_distance=max_distance, block_size=block_size, client=client,
-                                               scratch=scratch)  # fmt: skip
+            with run.phases("growth"):
+                source, growth, grown_halo = _grow(run, max_distance=max_distance, block_size=block_size,
+                                                   client=client, scratch=scratch)  # fmt: skip
             cells_halo = max(halo, grown_halo)
-        seconds = time.perf_counter() - t0
         uns = _plain(
             {
                 "method": "genesegnet",
@@ -395,7 +395,7 @@ def segment(
                 "runner": run.runner,
                 "block_size": block_size,
                 "halo": halo,
-                "seconds_decode": seconds,
+                "seconds": run.phases,
             }
         )
         n_cells = _write_result(sdata, run, source, uns, key_added=key_added, block_size=block_size, halo=cells_halo,
@@ -411,6 +411,23 @@ def segment(
             model.config.pixel_size, Key.labels(key_added), Key.table(key_added), Key.boundaries(key_added),
             mask_threshold, center_threshold, min_area,
         )  # fmt: skip
+
+
+class _Phases(dict):
+    """Seconds per phase of a run: ``with phases("inference"): ...`` adds to ``phases["inference"]``."""
+
+    def __call__(self, name: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def timed():
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
+
+        return timed()
 
 
 @dataclass
@@ -430,6 +447,7 @@ class DecodeRun:
     max_diameter: int  # largest cell's bounding box side (image pixels), for the later halos
     device: str
     runner: dict
+    phases: _Phases
 
 
 def decode_blockwise(
@@ -462,6 +480,7 @@ def decode_blockwise(
 
     _check_options(options["tile"], options["overlap"], options["batch_size"], options["blending"])
     progress = settings.progress
+    phases = _Phases()
     cfg = model.config
     image_key, image = get_image(sdata, image_key)
     element = image
@@ -480,8 +499,9 @@ def decode_blockwise(
     levels = tuple(percentiles(data[i], cfg.norm_low, cfg.norm_high) for i in range(image.sizes["c"]))
     points_key, points = get_points(sdata, points_key)
     matrix = points_to_pixel_matrix(points, image, points_key=points_key, image_key=image_key)
-    index = TranscriptIndex.from_points(points, matrix, (h, w), points_key=points_key, image_key=image_key,
-                                        scratch=scratch)  # fmt: skip
+    with phases("transcripts"):
+        index = TranscriptIndex.from_points(points, matrix, (h, w), points_key=points_key, image_key=image_key,
+                                            scratch=scratch)  # fmt: skip
     if index.n_inside == 0:
         logger.warning("No transcripts on image %r: the RNA location map is empty.", image_key)
 
@@ -521,8 +541,9 @@ def decode_blockwise(
     logger.info("Segmenting %r (%d x %d px; model frame %d x %d) in %d block(s)%s", image_key, h, w, *mshape,
                 len(blocks), " on a dask cluster" if client is not None else "")  # fmt: skip
     try:
-        map_blocks(maps_kernel, blocks, maps_inputs, shared=(runner, spec), collect=lambda b, r: maps.write(b, r),
-                   client=client, progress=progress, desc="inference")  # fmt: skip
+        with phases("inference"):
+            map_blocks(maps_kernel, blocks, maps_inputs, shared=(runner, spec), client=client, progress=progress,
+                       desc="inference", collect=lambda b, r: maps.write(b, r))  # fmt: skip
         runner_info = runner.describe()
     finally:
         runner.close()
@@ -536,7 +557,8 @@ def decode_blockwise(
         window = block.grow(cm, mshape)
         return maps.read(window, planes=1), window, block, decode["center_threshold"], nms
 
-    found = map_blocks(centers_kernel, blocks, center_inputs, client=client, progress=False)
+    with phases("centres"):
+        found = map_blocks(centers_kernel, blocks, center_inputs, client=client, progress=False)
     centers = np.concatenate(found) if found else np.zeros((0, 2))
     centers = centers[np.lexsort((centers[:, 1], centers[:, 0]))]  # ids follow position, whatever the blocks
     ids = np.arange(1, len(centers) + 1, dtype=np.int32)
@@ -551,8 +573,9 @@ def decode_blockwise(
         return planes[0], planes[1:], window, block, mshape, centers[sel], ids[sel], decode
 
     decoded = scratch.raster("decoded", mshape, np.int32, chunk=mblock)
-    cut = map_blocks(decode_kernel, blocks, decode_inputs, collect=lambda b, r: (decoded.write(b, r[0]), r[1])[1],
-                     client=client, progress=progress, desc="decoding")  # fmt: skip
+    with phases("decoding"):
+        cut = map_blocks(decode_kernel, blocks, decode_inputs, client=client, progress=progress, desc="decoding",
+                         collect=lambda b, r: (decoded.write(b, r[0]), r[1])[1])  # fmt: skip
     if sum(cut):
         logger.warning(
             "%d cell(s) reach beyond the %d px halo of their block; they may be cut. Pass a larger `halo`.",
@@ -562,7 +585,7 @@ def decode_blockwise(
     return DecodeRun(
         image_key=image_key, points_key=points_key, image=element, channels=[str(c) for c in image.coords["c"].values],
         frames=frames, pixel_size=own, index=index, decoded=decoded, labels=ImageFrameLabels(decoded, frames),
-        n_cells=len(centers), max_diameter=0, device=str(runner.device), runner=runner_info,
+        n_cells=len(centers), max_diameter=0, device=str(runner.device), runner=runner_info, phases=phases,
     )  # fmt: skip
 
 
@@ -581,7 +604,7 @@ def _grow(run: DecodeRun, *, max_distance, block_size, client, scratch):
 def _write_result(
     sdata, run: DecodeRun, source, uns, *, key_added, block_size, halo, client, overwrite, scratch
 ) -> int:
-    """Return the cells pass over the final labels, then everything written: labels, polygons, table, points column."""
+    """Run the cells pass over the final labels, then write everything: labels, polygons, table, points column."""
     from spatialdata.models import Labels2DModel
 
     from ._cells import _segmentation_elements, _write
@@ -589,18 +612,22 @@ def _write_result(
     shape = run.frames.image_shape
     out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
     params = {"image": run.image_key, **uns}
-    boundaries, table, points_key, ids, lut = _segmentation_elements(
-        sdata, source, run.image, labels_name=Key.labels(key_added), points_key=run.points_key, key=key_added,
-        uns=params, index=run.index, out=out, renumber=True, block_size=block_size, halo=halo, client=client,
-        scratch=scratch,
-    )  # fmt: skip
+    with run.phases("cells"):
+        boundaries, table, points_key, ids, lut = _segmentation_elements(
+            sdata, source, run.image, labels_name=Key.labels(key_added), points_key=run.points_key, key=key_added,
+            uns=params, index=run.index, out=out, renumber=True, block_size=block_size, halo=halo, client=client,
+            scratch=scratch,
+        )  # fmt: skip
+    table.uns[UNS_KEY]["seconds"] = dict(run.phases)  # every phase but the writing itself, which is logged
     if out.in_memory:
         labels = lut[out.to_numpy()]
     else:
         labels = out.to_dask().map_blocks(lambda b: lut[b], dtype=np.int32)
     element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(run.image, get_all=True))
     elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
-    _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=run.image_key)
+    with run.phases("write"):
+        _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=run.image_key)
+    logger.info("Seconds per phase: %s", dict(run.phases))
     return table.n_obs
 
 
