@@ -24,7 +24,7 @@ def compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         seen = np.zeros(top + 1, dtype=bool)
         seen[values.ravel()] = True
         ids = np.flatnonzero(seen)
-        lut = np.zeros(top + 1, dtype=np.int64)
+        lut = np.zeros(top + 1, dtype=np.int32 if len(ids) < 2**31 else np.int64)
         lut[ids] = np.arange(len(ids))
         return ids.astype(np.int64), lut[values]
     ids, inverse = np.unique(values, return_inverse=True)

@@ -9,12 +9,12 @@ core's pixels depend on, so results do not depend on the block size.
 
 from ._driver import map_blocks
 from ._grid import Block, Window, block_grid
-from ._raster import ArraySource, Raster, RasterSource, Scratch
+from ._raster import ArraySource, Raster, RasterSource, Scratch, materialize, serial_io
 from ._transcripts import TranscriptIndex, Transcripts
 
 # Default side of the blocks (pixels) of every whole-slide step, and the context read around a block of
 # labels (pixels): it must exceed the largest cell for that cell's polygon to be traced whole.
-BLOCK_SIZE = 2048
+BLOCK_SIZE = 1024
 LABELS_HALO = 256
 
 __all__ = [
@@ -30,4 +30,6 @@ __all__ = [
     "Window",
     "block_grid",
     "map_blocks",
+    "materialize",
+    "serial_io",
 ]

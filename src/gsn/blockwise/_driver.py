@@ -18,6 +18,23 @@ from typing import Any
 
 from ._grid import Block
 
+
+def _release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise, and RSS grows block after block)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
 # Blocks in flight per worker thread on a cluster: enough to keep workers busy while the client
 # cuts the next inputs, few enough to bound memory.
 _IN_FLIGHT_PER_THREAD = 2
@@ -58,12 +75,15 @@ def map_blocks(
     """
     from tqdm.auto import tqdm
 
+    from ._raster import serial_io
+
     collect = collect or (lambda block, result: result)
     kept: dict[int, Any] = {}
-    with tqdm(total=len(blocks), desc=desc, unit="block", disable=not progress or len(blocks) < 2) as bar:
+    with serial_io(), tqdm(total=len(blocks), desc=desc, unit="block", disable=not progress or len(blocks) < 2) as bar:
         if client is None:
             for block in blocks:
                 kept[block.index] = collect(block, kernel(*shared, *inputs(block)))
+                _release_memory()
                 bar.update(1)
         else:
             _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar)

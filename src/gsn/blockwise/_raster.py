@@ -16,8 +16,9 @@ import numpy as np
 
 from ._grid import Window
 
-# Rasters up to this many bytes are kept in memory; larger ones go to the scratch folder.
-IN_MEMORY_BYTES = 256 * 1024 * 1024
+# Rasters up to this many bytes are kept in memory; larger ones go to the scratch folder. Small enough
+# that a whole-slide run holds no raster of the slide's size (a 4096 x 4096 int32 image is 64 MiB).
+IN_MEMORY_BYTES = 32 * 1024 * 1024
 
 
 class Raster:
@@ -89,9 +90,9 @@ class Scratch:
         Rasters up to this size stay in memory.
     """
 
-    def __init__(self, root: str | Path | None = None, *, in_memory_bytes: int = IN_MEMORY_BYTES):
+    def __init__(self, root: str | Path | None = None, *, in_memory_bytes: int | None = None):
         self.root = root
-        self.in_memory_bytes = in_memory_bytes
+        self.in_memory_bytes = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         self._dir: Path | None = None
         self._kept: set[str] = set()
 
@@ -111,7 +112,7 @@ class Scratch:
     def raster(self, name: str, shape: tuple[int, ...], dtype, *, chunk: int, keep: bool = False) -> Raster:
         """Return a new zero-filled raster; ``keep=True`` leaves its folder behind on :meth:`close` (an output)."""
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if nbytes <= self.in_memory_bytes:
+        if nbytes < self.in_memory_bytes:
             return Raster(shape, dtype, chunk=chunk)
         if keep:
             self._kept.add(name)
@@ -130,6 +131,31 @@ class Scratch:
             self._dir = None
 
 
+def serial_io():
+    """Context in which zarr reads and writes chunks in one thread.
+
+    A whole-slide step reads one window at a time; zarr's pool of codec threads then buys little
+    speed, and each of its threads keeps its own heap, which grew this process's resident memory
+    by hundreds of MB over a slide.
+    """
+    import zarr
+
+    return zarr.config.set({"threading.max_workers": 1})
+
+
+def materialize(values):
+    """Return a numpy array from a numpy, dask or xarray value, computed in this thread.
+
+    gsn cuts each block's inputs from lazy arrays; computing them synchronously keeps a dask
+    ``Client`` (if one is active) from pulling the reads onto its cluster, and keeps the allocations
+    of this process in one heap instead of one per dask thread (which inflated resident memory).
+    """
+    values = getattr(values, "data", values) if hasattr(values, "dims") else values
+    if hasattr(values, "compute"):
+        values = values.compute(scheduler="synchronous")
+    return np.asarray(values)
+
+
 class ArraySource:
     """A 2D array (numpy, dask, xarray) read by window; ``check`` validates each window as it is read."""
 
@@ -140,8 +166,7 @@ class ArraySource:
 
     def read(self, window: Window) -> np.ndarray:
         """Return the values under ``window`` as numpy."""
-        values = self.array[window.slices]
-        values = np.asarray(values.compute() if hasattr(values, "compute") else values)
+        values = materialize(self.array[window.slices])
         return self.check(values) if self.check is not None else values
 
 

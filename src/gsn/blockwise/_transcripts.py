@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ._grid import Window
+from ._raster import serial_io
 
 # Side of the buckets (pixels of the target frame).
 BUCKET = 256
 # Runs are kept in memory up to this many bytes in all, then spilled to the scratch folder.
-IN_MEMORY_BYTES = 256 * 1024 * 1024
-_FIELDS = ("x", "y", "gene", "row")
+IN_MEMORY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -51,21 +51,36 @@ class Transcripts:
         return self.select((self.y >= window.y0) & (self.y < window.y1) & (self.x >= window.x0) & (self.x < window.x1))
 
 
+_RECORD = np.dtype([("x", "<f8"), ("y", "<f8"), ("gene", "<i4"), ("row", "<i8")])
+
+
 class _Run:
-    """One partition's transcripts sorted by bucket, with the start of every bucket."""
+    """One partition's transcripts sorted by bucket (records of :data:`_RECORD`), with each bucket's start.
 
-    def __init__(self, arrays: dict[str, np.ndarray], starts: np.ndarray):
-        self.arrays = arrays
+    In memory, or spilled to a file that windows read with plain file reads (not a memory map, whose
+    touched pages would count as this process's resident memory).
+    """
+
+    def __init__(self, records: np.ndarray, starts: np.ndarray):
+        self.records: np.ndarray | None = records
         self.starts = starts
+        self.n = len(records)
+        self.path: Path | None = None
 
-    def spill(self, folder: Path, name: str) -> None:
-        for key, arr in self.arrays.items():
-            np.save(folder / f"{name}-{key}.npy", arr)
-        self.arrays = {key: np.load(folder / f"{name}-{key}.npy", mmap_mode="r") for key in self.arrays}
+    def spill(self, path: Path) -> None:
+        self.records.tofile(path)
+        self.path, self.records = path, None
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values() if isinstance(a, np.ndarray) and not isinstance(a, np.memmap))
+        return 0 if self.records is None else self.records.nbytes
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.records is not None:
+            return self.records[lo:hi]
+        with open(self.path, "rb") as f:
+            f.seek(lo * _RECORD.itemsize)
+            return np.fromfile(f, dtype=_RECORD, count=hi - lo)
 
 
 class TranscriptIndex:
@@ -83,7 +98,7 @@ class TranscriptIndex:
         self.bucket = bucket
         self._nbx = -(-shape[1] // bucket)
         self._nby = -(-shape[0] // bucket)
-        self.n_inside = int(sum(len(r.arrays["x"]) for r in runs))
+        self.n_inside = int(sum(r.n for r in runs))
 
     @classmethod
     def from_points(
@@ -132,8 +147,9 @@ class TranscriptIndex:
             else [points.partitions[i] for i in range(points.npartitions)]
         )
         for part in parts:
-            df = part[["x", "y", col]]
-            df = df.compute() if hasattr(df, "compute") else df
+            with serial_io():
+                df = part[["x", "y", col]]
+                df = df.compute(scheduler="synchronous") if hasattr(df, "compute") else df
             check_genes(df[col], points_key=points_key, column=col)
             x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
             chunk, inside = CoordinateSummary.of(np.asarray(x, np.float64), np.asarray(y, np.float64), shape)
@@ -145,14 +161,15 @@ class TranscriptIndex:
             key = (np.floor(y).astype(np.int64) // bucket) * nbx + np.floor(x).astype(np.int64) // bucket
             order = np.argsort(key, kind="stable")
             starts = np.searchsorted(key[order], np.arange(nbx * nby + 1)).astype(np.int64)
-            run = _Run({"x": x[order], "y": y[order], "gene": codes[order], "row": rows[order]}, starts)
+            records = np.empty(len(order), dtype=_RECORD)
+            records["x"], records["y"], records["gene"], records["row"] = x[order], y[order], codes[order], rows[order]
+            run = _Run(records, starts)
             in_memory += run.nbytes
             runs.append(run)
             if scratch is not None and in_memory > IN_MEMORY_BYTES:
-                folder = scratch.folder
                 for i, r in enumerate(runs):
-                    if r.nbytes:
-                        r.spill(folder, f"transcripts-{i}")
+                    if r.records is not None:
+                        r.spill(scratch.folder / f"transcripts-{i}.bin")
                 in_memory = 0
         summary.check(shape, points_key=points_key, image_key=image_key)
         return cls(runs, genes, (h, w), offset, bucket)
@@ -164,24 +181,22 @@ class TranscriptIndex:
         x_lo, x_hi = window.x0 - margin, window.x1 + margin
         by0, by1 = max(int(np.floor(y_lo)) // b, 0), min(int(np.ceil(y_hi)) // b, self._nby - 1)
         bx0, bx1 = max(int(np.floor(x_lo)) // b, 0), min(int(np.ceil(x_hi)) // b, self._nbx - 1)
-        pieces = {k: [] for k in _FIELDS}
+        pieces = []
         for run in self.runs:
             for by in range(by0, by1 + 1):
                 lo, hi = run.starts[by * self._nbx + bx0], run.starts[by * self._nbx + bx1 + 1]
                 if hi > lo:
-                    for k in _FIELDS:
-                        pieces[k].append(np.asarray(run.arrays[k][lo:hi]))
-        if not pieces["x"]:
+                    pieces.append(run.read(lo, hi))
+        if not pieces:
             return Transcripts.empty()
-        t = Transcripts(*(np.concatenate(pieces[k]) for k in _FIELDS))
+        rec = np.concatenate(pieces)
+        t = Transcripts(rec["x"].copy(), rec["y"].copy(), rec["gene"].copy(), rec["row"].copy())
         keep = (t.x >= x_lo) & (t.x < x_hi) & (t.y >= y_lo) & (t.y < y_hi)
         t = t.select(keep)
         return t.select(np.argsort(t.row, kind="stable"))
 
     def everything(self) -> Transcripts:
-        """All transcripts on the raster (for small images), sorted by row position."""
-        from ._grid import Window
-
+        """Return all transcripts on the raster (for small images), sorted by row position."""
         return self.window(Window(0, self.shape[0], 0, self.shape[1]))
 
 

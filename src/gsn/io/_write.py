@@ -38,9 +38,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
 import spatialdata as sd
 
 from .._logging import logger
+from ..blockwise import serial_io
 
 STAGING_DIR = ".gsn-staging"
 JOURNAL = "journal.json"
@@ -241,7 +243,8 @@ def _transaction(store: Path, elements: Mapping[str, Any], remove: list[str], at
     try:
         staging = None
         for name, element in elements.items():
-            with warnings.catch_warnings():
+            # Lazy elements (whole-slide labels) stream into the store one chunk at a time, in this thread.
+            with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"), serial_io():
                 warnings.filterwarnings("ignore", category=UserWarning)
                 if staging is None:
                     staging = sd.SpatialData.init_from_elements({name: element})

@@ -121,13 +121,17 @@ class _Geometry:
 def _geometry(nuclei: np.ndarray) -> _Geometry:
     ids, inverse = compact(nuclei)
     has_bg = len(ids) and ids[0] == 0
-    cell_of = (inverse - 1 if has_bg else inverse).astype(np.int64)
+    cell_of = inverse.astype(np.int32, copy=False)
+    if has_bg:
+        cell_of -= 1
     ids = ids[1:] if has_bg else ids
     if len(ids) == 0:
         zeros = np.zeros(nuclei.shape, np.float32)
-        return _Geometry(cell_of, zeros + np.inf, np.full(nuclei.shape, -1), ids)
+        return _Geometry(cell_of, zeros + np.inf, np.full(nuclei.shape, -1, np.int32), ids)
     dist, (iy, ix) = ndi.distance_transform_edt(cell_of < 0, return_indices=True)
-    return _Geometry(cell_of, dist.astype(np.float32), cell_of[iy, ix], ids)
+    dist = dist.astype(np.float32)
+    owner = cell_of[iy, ix]
+    return _Geometry(cell_of, dist, owner, ids)
 
 
 @dataclass
@@ -435,13 +439,13 @@ def compose_kernel(growth: Growth, nuclei, grown, window: Window, core: Window, 
     geo = _geometry(nuclei)
     local = _local_cells(growth, geo, positions)
     n_local = len(geo.ids)
-    # grown labels (global ids) back to local indices
-    lut_pos = np.searchsorted(geo.ids, grown) if n_local else np.zeros(grown.shape, np.int64)
-    lut_pos = np.minimum(lut_pos, max(n_local - 1, 0))
-    current = np.where((grown > 0) & (n_local > 0), lut_pos, -1)
-    if n_local and (current >= 0).any():
-        known = geo.ids[np.maximum(current, 0)] == grown
-        current = np.where(known, current, -1)
+    # grown labels (global ids) back to local indices; cells whose nucleus is not in the window drop out
+    current = np.full(grown.shape, -1, dtype=np.int32)
+    if n_local:
+        top = max(int(grown.max()), int(geo.ids[-1]))
+        lut = np.full(top + 1, -1, dtype=np.int32)
+        lut[geo.ids] = np.arange(n_local, dtype=np.int32)
+        current = lut[grown]
     if growth.logodds is not None and n_local > 1:
         current, _ = _composition(growth, geo, current, window, local, x, y, genes, positions)
     out = np.where(current >= 0, geo.ids[np.maximum(current, 0)] if n_local else 0, 0).astype(np.int32)
@@ -548,11 +552,18 @@ def cell_types(counts, seed: int) -> np.ndarray:
     return types
 
 
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected pieces of a mask (int32 labels, their number)."""
+    out = np.zeros(mask.shape, dtype=np.int32)
+    n = ndi.label(mask, output=out)
+    return out, int(n)
+
+
 def _keep_attached(labels: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     """Keep, for every cell, only the connected pieces that touch its own nucleus."""
     from skimage.measure import label as cc
 
-    pieces = cc(labels, connectivity=1, background=0)
+    pieces = cc(labels, connectivity=1, background=0)  # 4-connected pixels of equal label
     n = int(pieces.max())
     touches = np.zeros(n + 1, dtype=bool)
     own = (nuclei > 0) & (labels == nuclei)
@@ -563,9 +574,7 @@ def _keep_attached(labels: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
 
 def _fill_small_holes(labels: np.ndarray, max_area: int) -> np.ndarray:
     """Fill background pockets of at most ``max_area`` pixels surrounded by a single cell."""
-    from skimage.measure import label as cc
-
-    holes = cc(labels == 0, connectivity=1)
+    holes, _ = _pieces(labels == 0)
     sizes = np.bincount(holes.ravel())
     small = sizes <= max_area
     small[0] = False

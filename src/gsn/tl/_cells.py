@@ -211,7 +211,7 @@ def cells_from_labels(
         Replace existing elements/columns with the same names.
     block_size, halo
         The labels are read block by block (bounded memory): square blocks of ``block_size`` px
-        (default 2048), each with ``halo`` px of context (default 256), which must exceed the largest
+        (default 1024), each with ``halo`` px of context (default 256), which must exceed the largest
         cell for its polygon to be traced whole (a WARNING says when it did not).
     client
         A ``dask.distributed.Client`` to run the blocks on.

@@ -67,7 +67,7 @@ def grow_cells(
     overwrite
         Replace existing elements/columns with the same names.
     block_size
-        Side of the square blocks (pixels; default 2048) the labels are grown in: memory is bounded by
+        Side of the square blocks (pixels; default 1024) the labels are grown in: memory is bounded by
         the block, and the result does not depend on it.
     client
         A ``dask.distributed.Client`` to run the blocks on.

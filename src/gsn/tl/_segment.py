@@ -325,10 +325,12 @@ def segment(
     device
         Torch device; ``"auto"`` picks CUDA, then MPS, then CPU.
     block_size
-        Every step runs block by block over square blocks of this side (image pixels; default 2048),
-        each reading a ``halo`` of context, so memory is bounded by the block, not the image, and the
-        result does not depend on the block size (the network's tiles, the centres and every cell are
-        those of a whole-image run). Images smaller than a block are one block.
+        Every step runs block by block over square blocks of this side (default 1024 px, in the
+        pixels of the frame the step runs in: the model's for inference and decoding, the image's for
+        growth and the cells), each reading a ``halo`` of context, so memory is bounded by the block,
+        not the image, and the result does not depend on the block size (the network's tiles, the
+        centres and every cell are those of a whole-image run). Images smaller than a block are one
+        block.
     halo
         Context around each block in image pixels; must exceed the largest cell's diameter (a WARNING
         says when a cell was cut by it).
@@ -462,7 +464,7 @@ def decode_blockwise(
     """
     from .._settings import settings
     from .._transcripts import points_to_pixel_matrix
-    from ..blockwise import TranscriptIndex, Window, block_grid, map_blocks
+    from ..blockwise import TranscriptIndex, Window, block_grid, map_blocks, materialize
     from ..models import TileRunner
     from ..models._frames import Frames, ImageFrameLabels, prefilter_margin
     from ..models._inference import _check_options, input_window
@@ -507,7 +509,7 @@ def decode_blockwise(
 
     mshape = frames.model_shape
     (zy, zx), radius = frames.zoom, kernel_radius(cfg.sigma)
-    mblock = max(64, int(round(block_size * min(zy, zx))))
+    mblock = block_size  # the model frame has its own grid of the same block size (the network is most of the time)
     blocks = block_grid(mshape, mblock)
 
     def model_transcripts(window: Window, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -532,7 +534,7 @@ def decode_blockwise(
         window = input_window(block, mshape, options["tile"], options["overlap"])
         source = frames.image_window_for_model(window, margin)
         raw = data[(slice(None), *source.slices)]
-        raw = np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
+        raw = materialize(raw)
         x, y = model_transcripts(window, radius)
         return raw, source, x, y, window, block
 
@@ -620,7 +622,8 @@ def _write_result(
         )  # fmt: skip
     table.uns[UNS_KEY]["seconds"] = dict(run.phases)  # every phase but the writing itself, which is logged
     if out.in_memory:
-        labels = lut[out.to_numpy()]
+        labels = out.to_numpy()
+        np.take(lut, labels, out=labels)
     else:
         labels = out.to_dask().map_blocks(lambda b: lut[b], dtype=np.int32)
     element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(run.image, get_all=True))
