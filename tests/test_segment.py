@@ -68,7 +68,9 @@ def test_writes_consistent_elements(synth, oracle, tiny_model):
     assert get_transformation(synth.labels["gsn_labels"], "global") == image_tf
     uns = table.uns["genesegnet"]
     assert uns["method"] == "genesegnet" and uns["model"]["identity"] == tiny_model.identity
-    assert uns["tile"] == 256 and uns["overlap"] == 0.5 and uns["channels"] == ["DAPI"]
+    assert (
+        uns["tile"] == 256 and uns["overlap"] == 0.25 and uns["blending"] == "gaussian" and uns["channels"] == ["DAPI"]
+    )
 
 
 def test_refuses_to_overwrite_before_computing(synth, oracle, tiny_model):
