@@ -18,7 +18,11 @@ def test_grid_covers_the_image_once_and_windows_clip():
         assert window.y0 == max(b.y0 - 10, 0) and window.x1 == min(b.x1 + 10, 130)
         inner = b.within(window)
         assert (inner[0].stop - inner[0].start, inner[1].stop - inner[1].start) == b.shape
-    assert (cover == 1).all() and len(blocks) == 3 * 4
+    assert (cover == 1).all() and len(blocks) == 2 * 3  # 100 = 50 + 50, 130 = 43 + 44 + 43: even, no thin block
+    assert {b.shape for b in blocks} == {(50, 43), (50, 44)}
+    for side, size in ((5000, 1024), (1100, 1024), (2176, 1024), (10, 1024)):
+        sides = {b.shape[0] for b in block_grid((side, 1), size)}
+        assert max(sides) - min(sides) <= 1 and max(sides) <= 1.5 * size
     with pytest.raises(ValueError, match="block_size"):
         block_grid((10, 10), 0)
 

@@ -57,13 +57,26 @@ class Block(Window):
     index: int = 0
 
 
+def _cuts(length: int, block_size: int) -> list[int]:
+    """Even cuts of ``[0, length)`` into pieces of about ``block_size`` (at most 1.5 times it)."""
+    n = max(1, int(round(length / block_size)))
+    if length / n > 1.5 * block_size:
+        n += 1
+    return [round(i * length / n) for i in range(n + 1)]
+
+
 def block_grid(shape: tuple[int, int], block_size: int) -> list[Block]:
-    """Cover an image of ``shape`` with square cores of side ``block_size`` (smaller at the far edges), row by row."""
+    """Cover an image of ``shape`` with blocks of about ``block_size`` a side, row by row.
+
+    The blocks along each axis are as even as possible (no thin last block): a thin block costs
+    nearly as much context as a full one and, on a cluster, leaves a worker idle.
+    """
     h, w = int(shape[0]), int(shape[1])
     if block_size < 1:
         raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+    rows, cols = _cuts(h, block_size), _cuts(w, block_size)
     out = []
-    for y0 in range(0, h, block_size):
-        for x0 in range(0, w, block_size):
-            out.append(Block(y0, min(y0 + block_size, h), x0, min(x0 + block_size, w), index=len(out)))
+    for y0, y1 in zip(rows[:-1], rows[1:], strict=True):
+        for x0, x1 in zip(cols[:-1], cols[1:], strict=True):
+            out.append(Block(y0, y1, x0, x1, index=len(out)))
     return out
