@@ -132,3 +132,37 @@ def test_grow_turns_decoded_cells_into_whole_cells():
     assert sdata["whole_table"].X.sum() >= sdata["core_table"].X.sum()
     uns = sdata["whole_table"].uns["genesegnet"]
     assert uns["grow"] and uns["growth"]["n_cells"] == core.max()
+
+
+def test_labels_built_on_disk_are_read_from_the_store(tmp_path, monkeypatch):
+    """Rasters forced to the scratch folder: same cells; a store-backed object then reads its labels from
+    its own store and the scratch copy is gone, an in-memory object reads them lazily from scratch."""
+    import shutil
+
+    import spatialdata as sd
+
+    from gsn.blockwise import _raster
+
+    sdata, truth = disks_sdata()
+    model = oracle_model()
+    options = dict(grow=False, min_area=5, center_threshold=0.2, block_size=100, halo=40)
+    gsn.tl.segment(sdata, model, key_added="memory", **options)
+
+    monkeypatch.setattr(_raster, "IN_MEMORY_BYTES", 0)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(gsn.settings, "scratch_dir", str(scratch))
+    gsn.tl.segment(sdata, model, key_added="disk", **options)
+    assert any(scratch.rglob("labels.zarr")), "an object without a store reads its labels from scratch"
+    np.testing.assert_array_equal(np.asarray(sdata["disk_labels"].values), sdata["memory_labels"].values)
+
+    sdata.write(tmp_path / "s.zarr")
+    backed = sd.read_zarr(tmp_path / "s.zarr")
+    for run in scratch.iterdir():
+        shutil.rmtree(run)
+    gsn.tl.segment(backed, model, key_added="stored", **options)
+    assert not any(scratch.iterdir()), "the scratch copy of written labels should be removed"
+    np.testing.assert_array_equal(np.asarray(backed["stored_labels"].values), sdata["memory_labels"].values)
+    assert same_cells(np.asarray(backed["stored_labels"].values), truth)
+    reread = sd.read_zarr(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(np.asarray(reread["stored_labels"].values), sdata["memory_labels"].values)

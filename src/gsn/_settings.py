@@ -56,6 +56,10 @@ class Settings:
         :func:`gsn.models.predict_maps`) is split into passes of this many. ``None`` (default): on a
         CPU two 256 px tiles' worth of pixels (measured faster than 8 tiles, which no longer fit in
         the caches), elsewhere the whole batch.
+    scratch_dir
+        Folder for the temporary files of whole-slide steps (rasters and transcripts larger than a
+        few dozen MB, removed at the end of each call). ``None`` (default): the system's temporary
+        folder. Point it at a fast local disk with room for about 40 bytes per image pixel.
     """
 
     progress: bool = True
@@ -64,6 +68,7 @@ class Settings:
     threads: int | None = None
     compile: bool = False
     max_batch: int | None = None
+    scratch_dir: str | None = None
 
     def __setattr__(self, name: str, value) -> None:
         # Checked on every assignment (and by the dataclass __init__), so a typo fails where it is made.
@@ -73,6 +78,12 @@ class Settings:
             value = check_count(value, name)
         elif name == "compile" and not isinstance(value, bool):
             raise TypeError(f"`compile` must be True or False, got {value!r}.")
+        elif name == "scratch_dir" and value is not None:
+            import os
+
+            if not isinstance(value, str | os.PathLike) or not os.path.isdir(value):
+                raise ValueError(f"`scratch_dir` must be an existing folder or None, got {value!r}.")
+            value = os.fspath(value)
         super().__setattr__(name, value)
 
     @property

@@ -84,8 +84,8 @@ class Scratch:
     Parameters
     ----------
     root
-        Parent folder of the temporary folder (default: the system's temporary folder, or
-        ``gsn.settings.scratch_dir``).
+        Parent folder of the temporary folder (default: ``gsn.settings.scratch_dir``, else the
+        system's temporary folder).
     in_memory_bytes
         Rasters up to this size stay in memory.
     """
@@ -106,7 +106,9 @@ class Scratch:
     def folder(self) -> Path:
         """The temporary folder (made on first use)."""
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="gsn-", dir=self.root))
+            from .._settings import settings
+
+            self._dir = Path(tempfile.mkdtemp(prefix="gsn-", dir=self.root or settings.scratch_dir))
         return self._dir
 
     def raster(self, name: str, shape: tuple[int, ...], dtype, *, chunk: int, keep: bool = False) -> Raster:
@@ -126,6 +128,9 @@ class Scratch:
             for child in self._dir.iterdir():
                 if child.stem not in self._kept:
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+            if not any(self._dir.iterdir()):  # the kept outputs were moved or removed meanwhile
+                self._dir.rmdir()
+                self._dir = None
         else:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

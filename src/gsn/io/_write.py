@@ -374,3 +374,21 @@ def warn_points_column_in_memory(sdata: sd.SpatialData, points_key: str, column:
             "(e.g. `sdata[%r][[%r]].compute().to_parquet(...)`).",
             column, points_key, sdata.path, points_key, column,
         )  # fmt: skip
+
+
+def reopen_from_store(sdata: sd.SpatialData, name: str) -> bool:
+    """Point the in-memory labels element ``name`` at its copy in the object's zarr store (lazily).
+
+    Whole-slide labels are built in a scratch folder; once written into the store, the object should
+    read them from there, so the scratch folder can go. Returns False when the object is not backed
+    by a local store holding the element (the element is then left as it is).
+    """
+    store = _local_store(sdata)
+    if store is None or _group_of(store, name) != "labels":
+        return False
+    fresh = sd.read_zarr(store, selection=("labels",))[name]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        del sdata[name]
+        sdata[name] = fresh
+    return True

@@ -6,7 +6,7 @@ SpatialData-facing entry points.
 
 from ._decode import clean_labels, decode_instances, find_centers
 from ._growth import GrowthReport, grow_labels
-from ._inference import PredictedMaps, predict_maps, tile_starts
+from ._inference import PredictedMaps, predict_maps, predict_window, tile_starts
 from ._loss import LossTerms, genesegnet_loss
 from ._model import GeneSegNetModel, ModelConfig, as_model, load, resolve_device
 from ._recursive import check_training_labels, label_agreement, recursive_train, update_labels
@@ -44,6 +44,7 @@ __all__ = [
     "make_targets",
     "make_targets_batch",
     "predict_maps",
+    "predict_window",
     "random_crop",
     "recursive_train",
     "resolve_device",

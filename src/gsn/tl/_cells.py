@@ -147,6 +147,42 @@ def _write(sdata, key, elements, points_key, ids, *, overwrite: bool, image_key:
         warn_points_column_in_memory(sdata, points_key, Key.cell_id(key))
 
 
+def labels_from_raster(out, lut: np.ndarray | None = None):
+    """Return the labels a cells pass wrote into ``out`` (renumbered by ``lut``): numpy, or dask when on disk."""
+    if out.in_memory:
+        labels = out.to_numpy()
+        if lut is not None:
+            np.take(lut, labels, out=labels)
+        return labels
+    labels = out.to_dask()
+    return labels if lut is None else labels.map_blocks(lambda b: lut[b], dtype=np.int32)
+
+
+def settle_labels(sdata: sd.SpatialData, name: str, out) -> None:
+    """After writing: labels built on disk are read from the object's store and their scratch copy removed.
+
+    An object that is not backed by a local zarr store keeps reading them lazily from the scratch
+    folder, which then stays (said at INFO level).
+    """
+    import shutil
+
+    from ..io._write import reopen_from_store
+
+    if out.in_memory:
+        return
+    if reopen_from_store(sdata, name):
+        shutil.rmtree(out.path, ignore_errors=True)
+        try:
+            out.path.parent.rmdir()
+        except OSError:  # other files of the run are still there
+            pass
+    else:
+        logger.info(
+            "Labels %r are read lazily from %s (this object has no zarr store); write the object "
+            "(`sdata.write(path)`) to keep them.", name, out.path,
+        )  # fmt: skip
+
+
 def _check_outputs(
     sdata, key: str, points_key: str | None, *, overwrite: bool, with_labels: bool, inputs: tuple = ()
 ) -> None:

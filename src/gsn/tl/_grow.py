@@ -83,7 +83,15 @@ def grow_cells(
     from .._settings import settings
     from ..blockwise import BLOCK_SIZE, Scratch
     from ..models._growth import grow_blockwise
-    from ._cells import _check_outputs, _default_points, _segmentation_elements, _write, transcript_index
+    from ._cells import (
+        _check_outputs,
+        _default_points,
+        _segmentation_elements,
+        _write,
+        labels_from_raster,
+        settle_labels,
+        transcript_index,
+    )  # fmt: skip
     from ._segment import image_pixel_size
 
     if not 0 < quantile < 1:
@@ -121,8 +129,8 @@ def grow_cells(
             index=index, out=out, block_size=block_size, halo=max(halo, LABELS_HALO), client=client,
             scratch=scratch,
         )  # fmt: skip
-    new = Labels2DModel.parse(out.to_numpy() if out.in_memory else out.to_dask(), dims=("y", "x"),
-                              transformations=transformations)  # fmt: skip
+    new = Labels2DModel.parse(labels_from_raster(out), dims=("y", "x"), transformations=transformations)
     elements = {Key.labels(key): new, Key.boundaries(key): boundaries, Key.table(key): table}
     _write(sdata, key, elements, points_key, ids, overwrite=overwrite)
+    settle_labels(sdata, Key.labels(key), out)
     logger.info("%s: grew %d cells from %r", key, table.n_obs, labels_key)

@@ -614,7 +614,7 @@ def _write_result(
     """Run the cells pass over the final labels, then write everything: labels, polygons, table, points column."""
     from spatialdata.models import Labels2DModel
 
-    from ._cells import _segmentation_elements, _write
+    from ._cells import _segmentation_elements, _write, labels_from_raster, settle_labels
 
     shape = run.frames.image_shape
     out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
@@ -626,15 +626,12 @@ def _write_result(
             scratch=scratch,
         )  # fmt: skip
     table.uns[UNS_KEY]["seconds"] = dict(run.phases)  # every phase but the writing itself, which is logged
-    if out.in_memory:
-        labels = out.to_numpy()
-        np.take(lut, labels, out=labels)
-    else:
-        labels = out.to_dask().map_blocks(lambda b: lut[b], dtype=np.int32)
+    labels = labels_from_raster(out, lut)
     element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(run.image, get_all=True))
     elements = {Key.labels(key_added): element, Key.boundaries(key_added): boundaries, Key.table(key_added): table}
     with run.phases("write"):
         _write(sdata, key_added, elements, points_key, ids, overwrite=overwrite, image_key=run.image_key)
+        settle_labels(sdata, Key.labels(key_added), out)
     logger.info("Seconds per phase: %s", dict(run.phases))
     return table.n_obs
 
