@@ -7,7 +7,7 @@ write their block's core back. A window is a block's core plus a halo wide enoug
 core's pixels depend on, so results do not depend on the block size.
 """
 
-from ._driver import map_blocks
+from ._driver import map_blocks, warm_up
 from ._grid import Block, Window, block_grid
 from ._raster import ArraySource, Raster, RasterSource, Scratch, materialize, serial_io
 from ._transcripts import TranscriptIndex, Transcripts
@@ -32,4 +32,5 @@ __all__ = [
     "map_blocks",
     "materialize",
     "serial_io",
+    "warm_up",
 ]

@@ -35,6 +35,78 @@ def _release_memory() -> None:
 
 _TRIM = None
 
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Let large arrays come from the heap again in this process (once; called on dask workers).
+
+    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting that turns off glibc's
+    adaptive thresholds, so every array over 128 KB becomes a fresh memory map that the kernel must
+    zero page by page, and every free gives it back. A block's kernels allocate hundreds of such
+    arrays: on a 4096 px slide inference took 1.47x and growth 1.34x as long in one process with that
+    variable set (``benchmarks/bench_speed_scale.py``, dask part). With glibc's own upper limits
+    (32 MiB maps, 64 MiB kept at the top of the heap) they run as fast as without it; the memory
+    still goes back to the system after each block (:func:`_release_memory`).
+    """
+    global _TUNED
+    if _TUNED:
+        return
+    _TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class _OnWorker:
+    """A kernel as a dask task: tunes the worker's allocator first and hands memory back after."""
+
+    def __init__(self, kernel: Callable[..., Any]):
+        self.kernel = kernel
+
+    def __call__(self, *args):
+        _tune_malloc()
+        try:
+            return self.kernel(*args)
+        finally:
+            _release_memory()
+
+
+def _import_kernels() -> None:
+    """Import what gsn's kernels need (torch and the network among them) in a worker process."""
+    import gsn.models  # noqa: F401
+
+    _tune_malloc()
+
+
+def warm_up(client: Any | None) -> None:
+    """Start importing gsn on every worker of ``client`` now, in parallel, without waiting.
+
+    A worker imports torch and the network when it first unpickles the model (about 2.5 s on a CPU).
+    Left to the first scatter, that happens one worker after the other (a broadcast copies worker to
+    worker), so on 2 workers inference started 3.5 s later than on one (``bench_speed_scale.py``, dask
+    part). Called by the public functions that take a ``client`` right after they validate their
+    arguments, so the imports overlap the work done in this process before the first blocks.
+    """
+    if client is not None:
+        client.run(_import_in_background, wait=False)
+
+
+async def _import_in_background() -> None:
+    # client.run(wait=False) takes coroutines only; the import runs in a thread so that the worker's
+    # event loop (heartbeats, transfers) is not held for seconds.
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, _import_kernels)
+
+
 # Blocks in flight per worker thread on a cluster: enough to keep workers busy while the client
 # cuts the next inputs, few enough to bound memory.
 _IN_FLIGHT_PER_THREAD = 2
@@ -93,8 +165,13 @@ def map_blocks(
 def _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar) -> None:
     from distributed import as_completed
 
+    if shared:
+        # Every worker imports gsn (in parallel) before the shared objects are copied to them, which
+        # would otherwise import it one worker after the other; fast when warm_up already did it.
+        client.run(_import_kernels)
     # scatter(broadcast=True): one copy per worker, referenced by every task.
     shared_futures = [client.scatter(s, broadcast=True, hash=False) for s in shared]
+    task = _OnWorker(kernel)
     n_threads = sum(client.nthreads().values()) or 1
     limit = max(2, _IN_FLIGHT_PER_THREAD * n_threads)
     pending = iter(blocks)
@@ -104,7 +181,7 @@ def _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar) -> N
     def submit_next() -> None:
         block = next(pending, None)
         if block is not None:
-            future = client.submit(kernel, *shared_futures, *inputs(block), pure=False)
+            future = client.submit(task, *shared_futures, *inputs(block), pure=False)
             by_future[future] = block
             queue.add(future)
 

@@ -81,7 +81,7 @@ def grow_cells(
     True
     """
     from .._settings import settings
-    from ..blockwise import BLOCK_SIZE, Scratch
+    from ..blockwise import BLOCK_SIZE, Scratch, warm_up
     from ..models._growth import grow_blockwise
     from ._cells import (
         _check_outputs,
@@ -116,6 +116,7 @@ def grow_cells(
             "`max_distance`. Pass `pixel_size=` if that is wrong.", labels_key,
         )  # fmt: skip
     transformations = get_transformation(element, get_all=True)
+    warm_up(client)
     with Scratch() as scratch:
         index = transcript_index(sdata, points_key, element, labels_key, scratch=scratch)
         grown, report, halo = grow_blockwise(
