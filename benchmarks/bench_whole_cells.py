@@ -1,6 +1,6 @@
 """Whole cells, not nuclei: transcript-aware growth against nuclei expansion, on synthetic truth and real crops.
 
-Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--train] [--seeds 101 102]``
+Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--train] [--seeds 101 102] [--model FILE]``
 (both parts by default; about 5 minutes on a 2-core CPU without ``--train``, which adds own-sample
 training, ``gsn.tl.train`` with its defaults on each sample's own prior, a few minutes per sample).
 
@@ -66,7 +66,7 @@ def _own_training(sdata) -> tuple[object, float]:
     return model, time.perf_counter() - t0
 
 
-def synthetic_part(seeds: list[int], train: bool = False) -> list[dict]:
+def synthetic_part(seeds: list[int], train: bool = False, segment_model=None) -> list[dict]:
     """Mean truth scores per regime over the seeds."""
     from skimage.segmentation import expand_labels
 
@@ -92,7 +92,7 @@ def synthetic_part(seeds: list[int], train: bool = False) -> list[dict]:
             gsn.tl.grow_cells(sdata, "prior_labels", key_added="grown")
             t_grow = time.perf_counter() - t0
             t0 = time.perf_counter()
-            gsn.tl.segment(sdata)
+            gsn.tl.segment(sdata, segment_model)
             t_seg = time.perf_counter() - t0
             extra = []
             if train:
@@ -142,7 +142,7 @@ def _real_row(sdata, name, key, markers, curve):
     }
 
 
-def real_part(train: bool = False) -> list[dict]:
+def real_part(train: bool = False, segment_model=None) -> list[dict]:
     """Rows for each real crop, markers derived once from its prior."""
     import gsn
 
@@ -157,7 +157,7 @@ def real_part(train: bool = False) -> list[dict]:
         markers = gsn.tl.marker_genes(sdata, "prior")
         curve = gsn.tl.expansion_curve(sdata, "prior_labels", markers)
         t0 = time.perf_counter()
-        gsn.tl.segment(sdata)
+        gsn.tl.segment(sdata, segment_model)
         t_seg = time.perf_counter() - t0
         gsn.tl.grow_cells(sdata, "prior_labels", key_added="prior_grown")
         crop = folder.split("_")[0]
@@ -193,14 +193,15 @@ def main() -> None:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--train", action="store_true", help="add own-sample training rows (slow)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
+    parser.add_argument("--model", default=None, help="weights file for the segment rows (default: the shipped model)")
     args = parser.parse_args()
     both = not (args.synthetic or args.real)
     logging.getLogger("gsn").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     if both or args.synthetic:
-        _print(synthetic_part(args.seeds, args.train), f"Synthetic, held-out seeds {args.seeds} (means)")
+        _print(synthetic_part(args.seeds, args.train, args.model), f"Synthetic, held-out seeds {args.seeds} (means)")
     if both or args.real:
-        _print(real_part(args.train), "Real crops (markers from the prior's cells, shared by every row)")
+        _print(real_part(args.train, args.model), "Real crops (markers from the prior's cells, shared by every row)")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,16 @@ OUT = ROOT / "src" / "gsn" / "models" / "weights" / "default.pt"
 PIXEL_SIZE = 0.4
 
 
-def training_samples(seed: int):
+def training_samples(seed: int, labels: str = "grown"):
+    """The training samples; ``labels="grown"``: each real prior grown into whole cells with its transcripts."""
     samples = []
     for name in ("xenium_breast_bidcell", "cosmx_lung12_fov002", "merscope_mouse_brain"):
         s = gsn.io.read_folder(DATA / name)
-        s["train_labels"] = s["prior_labels"]
+        if labels == "grown":
+            gsn.tl.grow_cells(s, "prior_labels", key_added="grown")
+            s["train_labels"] = s["grown_labels"]
+        else:
+            s["train_labels"] = s["prior_labels"]
         samples.append(s)
     for k in range(2):
         s = gsn.datasets.synthetic(shape=(384, 384), seed=seed + 100 + k)
@@ -86,7 +91,7 @@ def export(folder: Path, args) -> None:
 
     real, gsn.models.train_network = gsn.models.train_network, capture
     try:
-        gsn.tl.train(training_samples(args.seed), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
+        gsn.tl.train(training_samples(args.seed, args.labels), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
                      steps_per_epoch=args.steps_per_epoch, seed=args.seed, device="cpu",
                      **{**TRAIN_ARGS, "crop_size": args.crop})  # fmt: skip
     except StopIteration:
@@ -111,6 +116,12 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--labels",
+        choices=["grown", "prior"],
+        default="grown",
+        help="real samples' labels: their priors grown into whole cells (default), or the priors",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--export", type=Path, help="only write the prepared arrays here (see scripts/train_arrays.py)")
     parser.add_argument("--validate", type=Path, help="only validate this model file")
@@ -127,7 +138,7 @@ def main() -> None:
         return
     start = time.perf_counter()
     model = gsn.tl.train(
-        training_samples(args.seed), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
+        training_samples(args.seed, args.labels), widths=gsn.models.SLIM_WIDTHS, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, device="cpu", **{**TRAIN_ARGS, "crop_size": args.crop},
     )  # fmt: skip
     seconds = time.perf_counter() - start
