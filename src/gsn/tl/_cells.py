@@ -13,42 +13,12 @@ from spatialdata.models import Labels2DModel, ShapesModel
 from spatialdata.transformations import get_transformation
 
 from .._constants import INSTANCE_KEY, UNS_KEY, Key, SopaAttrs
-from .._elements import check_free, check_points_column, gene_column, get_image, get_points, label_source
+from .._elements import check_free, check_points_column, get_image, get_points, label_source
 from .._logging import logger
-from .._transcripts import check_genes
 from ..blockwise import Scratch
 from ..io._write import add_elements, warn_points_column_in_memory
 from ._aggregate import build_table, global_affine
 from ._assign import set_points_column
-
-
-def _points_frame(points, points_key: str) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
-    """``x``/``y`` frame, integer gene code per transcript and gene names, in one pass over the points.
-
-    Robust to the unknown dask categories that ``read_zarr`` leaves behind.
-    """
-    col = gene_column(points, points_key)
-    if isinstance(points[col].dtype, pd.CategoricalDtype):
-        points = points.assign(**{col: points[col].cat.as_known()})
-    df = points[["x", "y", col]].compute()
-    values = df[col]
-    check_genes(values, points_key=points_key, column=col)
-    cat = values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
-    return df, cat.cat.codes.to_numpy(dtype=np.int64), pd.Index(cat.cat.categories.astype(str))
-
-
-def transcripts_in_element(sdata: sd.SpatialData, element, element_name: str, points_key: str | None):
-    """Transcripts in the pixel frame of a raster element: ``x``, ``y``, gene codes, gene names and the points key.
-
-    One pass over the points; transcripts outside the element keep their out-of-range coordinates.
-    """
-    from .._transcripts import apply_affine, points_to_pixel_matrix
-
-    points_key, points = get_points(sdata, points_key)
-    df, codes, genes = _points_frame(points, points_key)
-    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=element_name)
-    x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
-    return x, y, codes, genes, points_key
 
 
 def transcript_index(sdata: sd.SpatialData, points_key: str, frame, frame_name: str, *, scratch=None):

@@ -9,21 +9,12 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import INSTANCE_KEY, Key
-from .._elements import gene_column, get_points, get_single_channel
+from .._elements import get_points, get_single_channel
 from .._logging import logger
-from .._transcripts import apply_affine, points_to_pixel_matrix
-from ._metrics import get_table, load_labels
-from ._metrics_core import (
-    DEFAULT_DELTAS,
-    DEFAULT_THRESHOLDS,
-    cell_calling_from_labels,
-    counts_from_ids,
-    label_at,
-    morphology_from_labels,
-    n_genes_from_counts,
-    pixel_coverage_from_labels,
-    rna_coverage_from_labels,
-)
+from ._cells import transcript_index
+from ._metrics import get_table, labels_source
+from ._metrics_blocks import cell_calling_blocks, morphology_blocks, pixel_coverage_blocks, rna_coverage_blocks
+from ._metrics_core import DEFAULT_DELTAS, DEFAULT_THRESHOLDS, n_genes_from_counts
 
 COLUMNS = ["key", "metric", "stat", "level", "lower", "upper", "value"]
 SUMMARY = {"mean": None, "q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95}
@@ -63,27 +54,6 @@ def _summary(key: str, metric: str, values: np.ndarray) -> list[pd.DataFrame]:
             v = values.mean() if q is None else np.quantile(values, q)
         out.append(_rows(key, metric, stat, v))
     return out
-
-
-class _Transcripts:
-    """Transcripts loaded once (one dask compute) and placed in each labels element's pixel frame."""
-
-    def __init__(self, sdata: sd.SpatialData, points_key: str | None):
-        self.points_key, self.points = get_points(sdata, points_key)
-        col = gene_column(self.points, self.points_key)
-        points = self.points
-        if isinstance(points[col].dtype, pd.CategoricalDtype):
-            points = points.assign(**{col: points[col].cat.as_known()})
-        df = points[["x", "y", col]].compute()
-        self.x = df["x"].to_numpy(dtype=np.float64)
-        self.y = df["y"].to_numpy(dtype=np.float64)
-        genes = df[col] if isinstance(df[col].dtype, pd.CategoricalDtype) else df[col].astype("category")
-        self.codes = genes.cat.codes.to_numpy(dtype=np.int64)
-        self.n_genes = len(genes.cat.categories)
-
-    def in_frame(self, element, name: str) -> tuple[np.ndarray, np.ndarray]:
-        matrix = points_to_pixel_matrix(self.points, element, points_key=self.points_key, image_key=name)
-        return apply_affine(matrix, self.x, self.y)
 
 
 def compare(
@@ -164,34 +134,38 @@ def compare(
         keys = [keys]
     if not keys:
         raise ValueError("Pass at least one segmentation key.")
-    tx = _Transcripts(sdata, points_key) if (points_key is not None or len(sdata.points)) else None
+    from ..blockwise import BLOCK_SIZE, LABELS_HALO, ArraySource
+
+    has_tx = points_key is not None or len(sdata.points)
     image = None
     if image_key is not None or len(sdata.images):
         _, image_el = get_single_channel(sdata, image_key, channel=channel)
-        image = np.asarray(image_el.values)
+        image = ArraySource(image_el)
     frames: list[pd.DataFrame] = []
     for key in keys:
-        name, element, labels = load_labels(sdata, key)
-        morph = morphology_from_labels(labels)
+        # Every metric block by block (gsn.tl._metrics_blocks): no whole label image is loaded.
+        name, element, source = labels_source(sdata, key)
+        index = transcript_index(sdata, get_points(sdata, points_key)[0], element, name) if has_tx else None
+        morph = morphology_blocks(source, block_size=BLOCK_SIZE, halo=LABELS_HALO)
         frames.append(_rows(key, "n_cells", "value", len(morph)))
-        frames.append(_rows(key, "pixels_in_cells", "fraction", float(np.mean(labels > 0)) if labels.size else np.nan))
-        if tx is not None:
-            x, y = tx.in_frame(element, name)
-            calling = cell_calling_from_labels(labels, x, y, deltas=deltas)
+        n_pixels = source.shape[0] * source.shape[1]
+        frames.append(_rows(key, "pixels_in_cells", "fraction", morph["area"].sum() / n_pixels if n_pixels else np.nan))
+        if index is not None:
+            calling = cell_calling_blocks(source, index, deltas=deltas, block_size=BLOCK_SIZE)
             for stat, col in (("ratio", "cell_calling"), ("n_in", "n_in"), ("n_out", "n_out")):
                 frames.append(_rows(key, "cell_calling", stat, calling[col].to_numpy(), level=calling["delta"]))
-            cell_of = label_at(labels, x, y)
-            inside = (x >= 0) & (y >= 0) & (x < labels.shape[1]) & (y < labels.shape[0])
+            n_in = int(calling["n_in"].iloc[0])
             frames.append(
-                _rows(key, "transcripts_in_cells", "fraction", np.mean(cell_of[inside] > 0) if inside.any() else np.nan)
+                _rows(key, "transcripts_in_cells", "fraction", n_in / index.n_inside if index.n_inside else np.nan)
             )
         if image is not None:
-            if image.shape != labels.shape:
+            if image.shape != tuple(source.shape):
                 logger.warning("Image and labels of %r differ in shape; coverage curves left out.", key)
             else:
-                curves = [("pixel_coverage", pixel_coverage_from_labels(labels, image, bins=bins))]
-                if tx is not None:
-                    curves.append(("rna_coverage", rna_coverage_from_labels(labels, image, x, y, bins=bins)))
+                curves = [("pixel_coverage", pixel_coverage_blocks(source, image, bins=bins, block_size=BLOCK_SIZE))]
+                if index is not None:
+                    cov = rna_coverage_blocks(source, image, index, bins=bins, block_size=BLOCK_SIZE)
+                    curves.append(("rna_coverage", cov))
                 for metric, cov in curves:
                     frames.append(
                         _rows(key, metric, "fraction", cov["fraction"], cov["bin"], cov["lower"], cov["upper"])
@@ -208,9 +182,12 @@ def compare(
             per_cell_values["n_genes"] = n_genes_from_counts(table.X)
             per_cell_values["n_transcripts"] = np.asarray(table.X.sum(axis=1)).ravel()
             cell_ids["n_genes"] = cell_ids["n_transcripts"] = np.asarray(ids, dtype=np.int64)
-        elif tx is not None:
-            n = int(labels.max()) + 1
-            counts = counts_from_ids(cell_of, tx.codes, n, tx.n_genes)[morph.index.to_numpy()]
+        elif index is not None:
+            from ._cells_pass import cells_pass
+
+            cells = cells_pass(source, index=index, n_genes=len(index.genes), block_size=BLOCK_SIZE, halo=0,
+                               polygons=False, progress=False)  # fmt: skip
+            counts = cells.counts[cells.stats.index.get_indexer(morph.index)]
             per_cell_values["n_genes"] = n_genes_from_counts(counts)
             per_cell_values["n_transcripts"] = np.asarray(counts.sum(axis=1)).ravel()
             cell_ids["n_genes"] = cell_ids["n_transcripts"] = morph.index.to_numpy()

@@ -16,18 +16,10 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import INSTANCE_KEY, Key
-from .._elements import get_points, get_single_channel, label_values
+from .._elements import get_points, get_single_channel, label_source
 from .._logging import logger
-from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
-from ._metrics_core import (
-    DEFAULT_DELTAS,
-    cell_calling_from_labels,
-    histogram_table,
-    morphology_from_labels,
-    n_genes_from_counts,
-    pixel_coverage_from_labels,
-    rna_coverage_from_labels,
-)
+from ._metrics_blocks import cell_calling_blocks, morphology_blocks, pixel_coverage_blocks, rna_coverage_blocks
+from ._metrics_core import DEFAULT_DELTAS, histogram_table, n_genes_from_counts
 
 MORPHOLOGY_COLUMNS = ("area", "perimeter", "convex_perimeter", "elongation", "convexity")
 
@@ -48,9 +40,40 @@ def labels_name(sdata: sd.SpatialData, key: str) -> str:
     )
 
 
-def load_labels(sdata: sd.SpatialData, key: str):
-    """Name, element (full-resolution ``DataArray``) and in-memory array of a segmentation's labels."""
-    return label_values(sdata, labels_name(sdata, key))
+def labels_source(sdata: sd.SpatialData, key: str):
+    """Name, element (full-resolution ``DataArray``) and window reader of a segmentation's labels."""
+    return label_source(sdata, labels_name(sdata, key))
+
+
+def image_source(sdata: sd.SpatialData, image_key: str | None, channel, shape: tuple[int, int]):
+    """One channel of an image read by window, checked to share the labels' pixel frame."""
+    from ..blockwise import ArraySource
+
+    image_key, image = get_single_channel(sdata, image_key, channel=channel)
+    source = ArraySource(image)
+    if source.shape != tuple(shape):
+        raise ValueError(
+            f"Image {image_key!r} ({source.shape[0]} x {source.shape[1]} px) and the labels ({shape[0]} x {shape[1]} "
+            "px) are not in the same pixel frame; pixel-level metrics need labels drawn on the image's pixels."
+        )
+    return source
+
+
+def _index(sdata: sd.SpatialData, points_key: str | None, element, name: str):
+    from ._cells import transcript_index
+
+    points_key, _ = get_points(sdata, points_key)
+    return transcript_index(sdata, points_key, element, name)
+
+
+def _block_size(block_size: int | None) -> int:
+    from ..blockwise import BLOCK_SIZE
+
+    if block_size is None:
+        return BLOCK_SIZE
+    if int(block_size) < 64:
+        raise ValueError(f"`block_size` must be at least 64 pixels, got {block_size}.")
+    return int(block_size)
 
 
 def get_table(sdata: sd.SpatialData, key: str) -> ad.AnnData:
@@ -60,46 +83,6 @@ def get_table(sdata: sd.SpatialData, key: str) -> ad.AnnData:
             return sdata.tables[name]
     present = ", ".join(repr(k) for k in sdata.tables) or "none"
     raise KeyError(f"No table {Key.table(key)!r} for segmentation {key!r} (tables present: {present}).")
-
-
-def transcripts_in_frame(
-    sdata: sd.SpatialData,
-    element,
-    element_name: str,
-    points_key: str | None = None,
-    columns: Sequence[str] = (),
-) -> tuple[str, pd.DataFrame]:
-    """Transcripts with ``x``, ``y`` in the pixel frame of a raster element, plus the requested columns.
-
-    Rows keep the points element's order; transcripts outside the element keep their (out-of-range)
-    coordinates, and the pure functions ignore them.
-    """
-    points_key, points = get_points(sdata, points_key)
-    missing = [c for c in columns if c not in points.columns]
-    if missing:
-        raise KeyError(f"Points {points_key!r} have no column(s) {missing}; columns are {list(points.columns)}.")
-    df = points[["x", "y", *columns]].compute()
-    x = df["x"].to_numpy(dtype=np.float64)
-    y = df["y"].to_numpy(dtype=np.float64)
-    matrix = points_to_pixel_matrix(points, element, points_key=points_key, image_key=element_name)
-    x, y = apply_affine(matrix, x, y)
-    check_coordinates(x, y, (element.sizes["y"], element.sizes["x"]), points_key=points_key, image_key=element_name)
-    out = pd.DataFrame({"x": x, "y": y})
-    for c in columns:
-        out[c] = df[c].to_numpy()
-    return points_key, out
-
-
-def load_image(sdata: sd.SpatialData, image_key: str | None, channel, shape: tuple[int, int]) -> np.ndarray:
-    """One channel of an image as an array, checked to share the labels' pixel frame."""
-    image_key, image = get_single_channel(sdata, image_key, channel=channel)
-    arr = np.asarray(image.values)
-    if arr.shape != tuple(shape):
-        raise ValueError(
-            f"Image {image_key!r} ({arr.shape[0]} x {arr.shape[1]} px) and the labels ({shape[0]} x {shape[1]} px) "
-            "are not in the same pixel frame; pixel-level metrics need labels drawn on the image's pixels."
-        )
-    return arr
 
 
 def _resolve_adata(data: ad.AnnData | sd.SpatialData, key: str | None) -> ad.AnnData:
@@ -121,6 +104,7 @@ def cell_calling(
     *,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     points_key: str | None = None,
+    block_size: int | None = None,
 ) -> pd.DataFrame:
     """Cell calling score of a segmentation: transcripts inside cells over transcripts just outside.
 
@@ -139,6 +123,9 @@ def cell_calling(
         Distances in pixels of the labels' frame (paper: 3, 5 and 7).
     points_key
         Transcripts element; may be omitted when there is exactly one.
+    block_size
+        Side of the blocks the labels are read in (default ``gsn.blockwise.BLOCK_SIZE``); the result
+        does not depend on it.
 
     Returns
     -------
@@ -148,12 +135,14 @@ def cell_calling(
     --------
     >>> gsn.tl.cell_calling(sdata, "genesegnet")  # doctest: +SKIP
     """
-    name, element, labels = load_labels(sdata, key)
-    _, tx = transcripts_in_frame(sdata, element, name, points_key)
-    return cell_calling_from_labels(labels, tx["x"].to_numpy(), tx["y"].to_numpy(), deltas=deltas)
+    name, element, source = labels_source(sdata, key)
+    index = _index(sdata, points_key, element, name)
+    return cell_calling_blocks(source, index, deltas=deltas, block_size=_block_size(block_size))
 
 
-def morphology(sdata: sd.SpatialData, key: str, *, inplace: bool = True) -> pd.DataFrame | None:
+def morphology(
+    sdata: sd.SpatialData, key: str, *, inplace: bool = True, block_size: int | None = None
+) -> pd.DataFrame | None:
     """Per-cell shape: area, perimeter, convex perimeter, elongation and convexity.
 
     Definitions (GeneSegNet paper, "Evaluation Metrics"; Fig. 2g-i):
@@ -167,8 +156,10 @@ def morphology(sdata: sd.SpatialData, key: str, *, inplace: bool = True) -> pd.D
       coordinates of the cell's boundary pixels; 1 for a disk, towards 0 for a line (NaN for a
       single pixel).
 
-    All cells are measured at once from the label image (run-length encoding, bincounts and a
-    vectorised convex hull), with no loop over cells.
+    All cells are measured at once (run-length encoding, bincounts and a vectorised convex hull),
+    with no loop over cells, block by block: each cell is measured by one block from a window that
+    holds it whole when it is narrower than ``gsn.blockwise.LABELS_HALO`` (a WARNING names the cells
+    that are not).
 
     Parameters
     ----------
@@ -180,13 +171,17 @@ def morphology(sdata: sd.SpatialData, key: str, *, inplace: bool = True) -> pd.D
     inplace
         Write the columns into ``obs`` of ``<key>_table``, matched on ``obs["cell_id"]`` (cells of the
         table absent from the labels get NaN); otherwise return them.
+    block_size
+        Side of the blocks (default ``gsn.blockwise.BLOCK_SIZE``); the result does not depend on it.
 
     Returns
     -------
     With ``inplace=False``, a DataFrame indexed by cell id (label value) with the five columns.
     """
-    name, _, labels = load_labels(sdata, key)
-    result = morphology_from_labels(labels)
+    from ..blockwise import LABELS_HALO
+
+    name, _, source = labels_source(sdata, key)
+    result = morphology_blocks(source, block_size=_block_size(block_size), halo=LABELS_HALO)
     if not inplace:
         return result
     table = get_table(sdata, Key.prefix(name))
@@ -207,6 +202,7 @@ def pixel_coverage(
     image_key: str | None = None,
     channel: str | int | None = None,
     bins: int | Sequence[float] = 10,
+    block_size: int | None = None,
 ) -> pd.DataFrame:
     """Proportion of pixels inside cells for each level of pixel value (GeneSegNet paper, Fig. 2d).
 
@@ -226,15 +222,19 @@ def pixel_coverage(
         Channel of a multi-channel image.
     bins
         Number of quantile bins, or explicit bin edges (left-closed, the last one closed).
+    block_size
+        Side of the blocks (default ``gsn.blockwise.BLOCK_SIZE``); the result does not depend on it.
+        Integer images are counted as histograms; a float image keeps one value per pixel for its
+        quantiles.
 
     Returns
     -------
     Tidy DataFrame, one row per bin: ``bin``, ``lower``, ``upper``, ``n_pixels``, ``n_in_cells`` and
     ``fraction`` (= ``n_in_cells / n_pixels``).
     """
-    _, _, labels = load_labels(sdata, key)
-    image = load_image(sdata, image_key, channel, labels.shape)
-    return pixel_coverage_from_labels(labels, image, bins=bins)
+    _, _, source = labels_source(sdata, key)
+    image = image_source(sdata, image_key, channel, source.shape)
+    return pixel_coverage_blocks(source, image, bins=bins, block_size=_block_size(block_size))
 
 
 def rna_coverage(
@@ -245,6 +245,7 @@ def rna_coverage(
     channel: str | int | None = None,
     points_key: str | None = None,
     bins: int | Sequence[float] = 10,
+    block_size: int | None = None,
 ) -> pd.DataFrame:
     """Proportion of transcripts inside cells by the pixel value under them (GeneSegNet paper, Fig. 2e).
 
@@ -265,16 +266,18 @@ def rna_coverage(
         Transcripts element; may be omitted when there is exactly one.
     bins
         Number of quantile bins, or explicit bin edges.
+    block_size
+        Side of the blocks (default ``gsn.blockwise.BLOCK_SIZE``); the result does not depend on it.
 
     Returns
     -------
     Tidy DataFrame, one row per bin: ``bin``, ``lower``, ``upper``, ``n_transcripts``, ``n_in_cells`` and
     ``fraction``.
     """
-    name, element, labels = load_labels(sdata, key)
-    image = load_image(sdata, image_key, channel, labels.shape)
-    _, tx = transcripts_in_frame(sdata, element, name, points_key)
-    return rna_coverage_from_labels(labels, image, tx["x"].to_numpy(), tx["y"].to_numpy(), bins=bins)
+    name, element, source = labels_source(sdata, key)
+    image = image_source(sdata, image_key, channel, source.shape)
+    index = _index(sdata, points_key, element, name)
+    return rna_coverage_blocks(source, image, index, bins=bins, block_size=_block_size(block_size))
 
 
 def genes_per_cell(

@@ -9,18 +9,12 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import Key
-from .._elements import label_values
+from .._elements import label_source
 from .._logging import logger
-from ._metrics import load_labels, transcripts_in_frame
-from ._metrics_core import (
-    DEFAULT_THRESHOLDS,
-    iou_matrix,
-    label_at,
-    match_iou,
-    mean_true_iou,
-    segmentation_accuracy,
-    transcript_accuracy,
-)
+from ..blockwise import serial_io
+from ._metrics import labels_source
+from ._metrics_blocks import iou_blocks, labels_at_blocks
+from ._metrics_core import DEFAULT_THRESHOLDS, match_iou, mean_true_iou, segmentation_accuracy, transcript_accuracy
 
 TRUTH_COLUMN = "true_cell_id"
 
@@ -83,27 +77,37 @@ def match_truth(
     ``transcript_accuracy`` (all molecules), ``transcript_precision`` (molecules put in a cell) and
     ``transcript_recall`` (molecules truly in a cell), repeated on every row.
     """
-    pred_name, pred_element, pred = load_labels(sdata, key)
-    truth_name, truth_element, truth = label_values(sdata, _truth_labels(sdata, truth_key))
-    if truth.shape != pred.shape:
+    from ..blockwise import BLOCK_SIZE
+
+    pred_name, pred_element, pred = labels_source(sdata, key)
+    truth_name, _, truth = label_source(sdata, _truth_labels(sdata, truth_key))
+    if tuple(truth.shape) != tuple(pred.shape):
         raise ValueError(
-            f"Segmentation {pred_name!r} {pred.shape} and truth {truth_name!r} {truth.shape} are not in the same frame."
+            f"Segmentation {pred_name!r} {tuple(pred.shape)} and truth {truth_name!r} {tuple(truth.shape)} are not in "
+            "the same frame."
         )
-    iou, pred_ids, true_ids = iou_matrix(pred, truth)
+    iou, pred_ids, true_ids = iou_blocks(pred, truth, block_size=BLOCK_SIZE)
     table = segmentation_accuracy(iou, thresholds=thresholds)
     table["mean_true_iou"] = mean_true_iou(iou)
     scores = dict.fromkeys(("transcript_accuracy", "transcript_precision", "transcript_recall"), np.nan)
     if points_key is not None or len(sdata.points) == 1:
         from .._elements import get_points
+        from ._cells import transcript_index
 
         points_key, points = get_points(sdata, points_key)
         pred_col = Key.cell_id(Key.prefix(pred_name))
         truth_col = next((c for c in (truth_column, Key.cell_id(Key.prefix(truth_name))) if c in points.columns), None)
-        columns = list(dict.fromkeys(c for c in (pred_col, truth_col) if c is not None and c in points.columns))
-        _, tx = transcripts_in_frame(sdata, pred_element, pred_name, points_key, columns)
-        x, y = tx["x"].to_numpy(), tx["y"].to_numpy()
-        pred_cell = tx[pred_col].to_numpy() if pred_col in tx else label_at(pred, x, y)
-        true_cell = tx[truth_col].to_numpy() if truth_col is not None else label_at(truth, x, y)
+        index = None
+        if pred_col not in points.columns or truth_col is None:
+            index = transcript_index(sdata, points_key, pred_element, pred_name)
+
+        def cells(column, source):
+            if column is not None and column in points.columns:
+                with serial_io():
+                    return points[column].compute(scheduler="synchronous").to_numpy()
+            return labels_at_blocks(source, index, block_size=BLOCK_SIZE)
+
+        pred_cell, true_cell = cells(pred_col, pred), cells(truth_col, truth)
         rows, cols, _ = match_iou(iou, match_threshold)
         scores = transcript_accuracy(pred_cell, true_cell, pred_ids, true_ids, rows, cols)
     elif len(sdata.points) > 1:

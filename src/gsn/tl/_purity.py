@@ -97,14 +97,50 @@ def _cell_counts(sdata: sd.SpatialData, key: str, points_key: str | None):
         return table.X, list(table.var_names)
     except KeyError:
         pass
-    from ._cells import transcripts_in_element
-    from ._metrics import load_labels
-    from ._metrics_core import counts_from_ids, label_at
+    genes, [(counts, _, _)] = _label_cells(sdata, key, points_key)
+    return counts, genes
 
-    name, element, labels = load_labels(sdata, key)
-    x, y, codes, genes, _ = transcripts_in_element(sdata, element, name, points_key)
-    ids = label_at(labels, x, y)
-    return counts_from_ids(ids, codes, int(labels.max()) + 1, len(genes))[1:], list(genes)
+
+class _Expanded:
+    """Labels read by window and expanded by ``distance`` pixels (``skimage.segmentation.expand_labels``)."""
+
+    def __init__(self, source, distance: float):
+        self.source, self.distance, self.shape = source, distance, source.shape
+        self.halo = int(np.ceil(distance)) + 1
+
+    def read(self, window):
+        from skimage.segmentation import expand_labels
+
+        if self.distance <= 0:
+            return self.source.read(window)
+        outer = window.grow(self.halo, self.shape)
+        return expand_labels(self.source.read(outer), distance=self.distance)[window.within(outer)]
+
+
+def _label_cells(sdata: sd.SpatialData, key: str, points_key: str | None, distances_px: Sequence[float] = (0.0,)):
+    """Return the gene names and, per distance, the labels' counts, cells and fraction of transcripts in cells.
+
+    For each of ``distances_px``, the labels expanded by that distance are read block by block
+    (:func:`gsn.tl._cells_pass.cells_pass`): ``(counts, n_cells, fraction)`` with ``counts`` cells x
+    genes; the transcripts are indexed once.
+    """
+    from .._elements import get_points
+    from ..blockwise import BLOCK_SIZE
+    from ._cells import transcript_index
+    from ._cells_pass import cells_pass
+    from ._metrics import labels_source
+
+    name, element, source = labels_source(sdata, key)
+    index = transcript_index(sdata, get_points(sdata, points_key)[0], element, name)
+    genes = list(index.genes)
+    out = []
+    for distance in distances_px:
+        cells = cells_pass(_Expanded(source, distance), index=index, n_genes=len(genes), block_size=BLOCK_SIZE,
+                           halo=0, polygons=False, progress=False)  # fmt: skip
+        n_in = int(np.count_nonzero(cells.transcript_cells))
+        fraction = n_in / index.n_inside if index.n_inside else np.nan
+        out.append((cells.counts, len(cells.stats), fraction))
+    return genes, out
 
 
 def marker_genes(
@@ -204,31 +240,19 @@ def expansion_curve(
     -------
     DataFrame with ``distance``, ``n_cells``, ``transcripts_in_cells`` and ``mecr``, one row a distance.
     """
-    from skimage.segmentation import expand_labels
-
-    from ._cells import transcripts_in_element
-    from ._metrics import load_labels
-    from ._metrics_core import counts_from_ids, label_at
+    from .._elements import label_source
+    from ._metrics import labels_name
     from ._segment import image_pixel_size
 
-    name, element, labels = load_labels(sdata, labels_key)
+    _, element, _ = label_source(sdata, labels_name(sdata, labels_key))
     px = pixel_size if pixel_size is not None else image_pixel_size(element)
     px = 1.0 if px is None else px
-    x, y, codes, genes, _ = transcripts_in_element(sdata, element, name, points_key)
-    inside = (x >= 0) & (y >= 0) & (x < labels.shape[1]) & (y < labels.shape[0])
-    rows = []
-    for dist in distances:
-        lab = expand_labels(labels, distance=dist / px) if dist > 0 else labels
-        ids = label_at(lab, x, y)
-        counts = counts_from_ids(ids, codes, int(lab.max()) + 1, len(genes))[1:]
-        rows.append(
-            {
-                "distance": float(dist),
-                "n_cells": int(len(np.unique(lab)) - 1),
-                "transcripts_in_cells": float(np.mean(ids[inside] > 0)) if inside.any() else np.nan,
-                "mecr": mecr_from_counts(counts, genes, markers),
-            }
-        )
+    genes, expanded = _label_cells(sdata, labels_key, points_key, [float(d) / px if d > 0 else 0.0 for d in distances])
+    rows = [
+        {"distance": float(dist), "n_cells": int(n), "transcripts_in_cells": float(frac),
+         "mecr": mecr_from_counts(c, genes, markers)}
+        for dist, (c, n, frac) in zip(distances, expanded, strict=True)
+    ]  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -264,21 +288,15 @@ def purity(
     DataFrame with ``key``, ``n_cells``, ``transcripts_in_cells``, ``mecr`` and, with ``reference``,
     ``reference_mecr`` and ``below_reference``.
     """
-    from ._cells import transcripts_in_element
-    from ._metrics import load_labels
-    from ._metrics_core import pixel_index
-
     keys = [keys] if isinstance(keys, str) else list(keys)
     rows = []
     for key in keys:
-        name, element, labels = load_labels(sdata, key)
-        x, y, _, _, _ = transcripts_in_element(sdata, element, name, points_key)
-        r, c, _ = pixel_index(x, y, labels.shape)
+        _, [(_, n_cells, fraction)] = _label_cells(sdata, key, points_key)
         rows.append(
             {
                 "key": key,
-                "n_cells": int(len(np.unique(labels)) - 1),
-                "transcripts_in_cells": float(np.mean(labels[r, c] > 0)) if len(r) else np.nan,
+                "n_cells": int(n_cells),
+                "transcripts_in_cells": float(fraction),
                 "mecr": mecr(sdata, key, markers, points_key=points_key),
             }
         )
