@@ -7,8 +7,7 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import Key
-from .._elements import check_points_column, get_points, label_values
-from .._transcripts import apply_affine, check_coordinates, points_to_pixel_matrix
+from .._elements import check_points_column, get_labels, get_points, label_source
 
 
 def lookup_labels(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -24,20 +23,19 @@ def lookup_labels(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 def transcript_cell_ids(sdata: sd.SpatialData, labels_key: str, points_key: str | None = None) -> np.ndarray:
     """Cell id (label value) of every transcript of ``points_key`` in the frame of ``labels_key``, in row order."""
-    labels_key, labels, values = label_values(sdata, labels_key)
-    points_key, points = get_points(sdata, points_key)
-    return _cell_ids(points, labels, values, points_key=points_key, labels_key=labels_key)
+    return _cell_ids(sdata, labels_key, points_key)[2]
 
 
-def _cell_ids(points, labels_element, labels: np.ndarray, *, points_key: str, labels_key: str, xy=None) -> np.ndarray:
-    """Cell id under every transcript; ``xy`` is the points' ``x``/``y`` frame when the caller already computed it."""
-    xy = points[["x", "y"]].compute() if xy is None else xy
-    x = xy["x"].to_numpy(dtype=np.float64)
-    y = xy["y"].to_numpy(dtype=np.float64)
-    matrix = points_to_pixel_matrix(points, labels_element, points_key=points_key, image_key=labels_key)
-    x, y = apply_affine(matrix, x, y)
-    check_coordinates(x, y, labels.shape, points_key=points_key, image_key=labels_key)
-    return lookup_labels(labels, x, y).astype(np.int64)
+def _cell_ids(sdata: sd.SpatialData, labels_key: str | None, points_key: str | None):
+    """Labels key, points key and the cell id under every transcript, read block by block (0 off the labels)."""
+    from ..blockwise import BLOCK_SIZE
+    from ._cells import transcript_index
+    from ._metrics_blocks import labels_at_blocks
+
+    labels_key, element, source = label_source(sdata, labels_key)
+    points_key, _ = get_points(sdata, points_key)
+    index = transcript_index(sdata, points_key, element, labels_key)
+    return labels_key, points_key, labels_at_blocks(source, index, block_size=BLOCK_SIZE)
 
 
 def set_points_column(sdata: sd.SpatialData, points_key: str, column: str, values: np.ndarray) -> None:
@@ -93,12 +91,12 @@ def assign_transcripts(
     -------
     int64 array of cell ids, one per transcript in row order, when ``inplace=False``.
     """
-    labels_key, labels, values = label_values(sdata, labels_key)
+    labels_key, _ = get_labels(sdata, labels_key)
     points_key, points = get_points(sdata, points_key)
     column = key_added or Key.cell_id(Key.prefix(labels_key))
     if inplace:
         check_points_column(points, points_key, column, overwrite=overwrite)
-    ids = _cell_ids(points, labels, values, points_key=points_key, labels_key=labels_key)
+    _, _, ids = _cell_ids(sdata, labels_key, points_key)
     if not inplace:
         return ids
     set_points_column(sdata, points_key, column, ids)
