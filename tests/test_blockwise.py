@@ -98,3 +98,26 @@ def test_driver_here_and_on_a_cluster_give_the_same_records_in_block_order():
             Client(cluster) as client:  # fmt: skip
         there = map_blocks(_square, blocks, lambda b: (b, np.full(1, b.index)), client=client, progress=False)
     assert [(i, int(v[0])) for i, v in there] == [(i, int(v[0])) for i, v in here]
+
+
+def test_second_step_after_a_cell_id_column_on_partitioned_points(tmp_path):
+    """A whole-slide step after another added its cell id column to points read from zarr in partitions.
+
+    It used to fail: the index selected each partition on its own, which numbers it 0, and the new
+    column is built per partition number.
+    """
+    import spatialdata as sd
+
+    import gsn
+
+    path = gsn.datasets.synthetic_slide(tmp_path / "slide.zarr", (256, 256), tile=128, seed=1)
+    sdata = sd.read_zarr(path)
+    assert sdata["transcripts"].npartitions == 4
+    gsn.tl.segment(sdata, block_size=128)
+    first = sdata["genesegnet_table"]
+    gsn.tl.cells_from_labels(sdata, "genesegnet_labels", key_added="again")
+    again = sdata["again_table"]
+    assert first.n_obs > 5 and again.n_obs == first.n_obs
+    np.testing.assert_array_equal(again.X.toarray(), first.X.toarray())
+    points = sdata["transcripts"].compute()
+    np.testing.assert_array_equal(points["again_cell_id"].to_numpy(), points["genesegnet_cell_id"].to_numpy())

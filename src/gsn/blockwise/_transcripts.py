@@ -141,15 +141,13 @@ class TranscriptIndex:
         summary = CoordinateSummary()
         offset = 0
         in_memory = 0
-        parts = (
-            [points]
-            if not hasattr(points, "npartitions")
-            else [points.partitions[i] for i in range(points.npartitions)]
-        )
+        # One delayed object per partition, not ``points.partitions[i]``: a selected partition is
+        # numbered 0, which breaks columns built per partition number (as gsn's cell id column is).
+        selected = points[["x", "y", col]]
+        parts = selected.to_delayed() if hasattr(selected, "to_delayed") else [selected]
         for part in parts:
             with serial_io():
-                df = part[["x", "y", col]]
-                df = df.compute(scheduler="synchronous") if hasattr(df, "compute") else df
+                df = part.compute(scheduler="synchronous") if hasattr(part, "compute") else part
             check_genes(df[col], points_key=points_key, column=col)
             x, y = apply_affine(matrix, df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64))
             chunk, inside = CoordinateSummary.of(np.asarray(x, np.float64), np.asarray(y, np.float64), shape)
@@ -210,11 +208,16 @@ def _codes(values: pd.Series, genes: pd.Index) -> np.ndarray:
 
 def _gene_names(points, col: str) -> pd.Index:
     """Gene names in the order their codes index them: the categories when the column is categorical."""
+    import dask
+
     column = points[col]
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        if hasattr(column, "cat") and hasattr(column.cat, "known") and not column.cat.known:
-            column = column.cat.as_known()
-        return pd.Index(column.cat.categories.astype(str))
-    values = column.dropna().unique()
-    values = values.compute() if hasattr(values, "compute") else values
+    # In this process, like every read of the driver: with a distributed Client active, dask would
+    # otherwise send this one pass over the points to the cluster as a shuffle (slower on one machine).
+    with dask.config.set({"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}):
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            if hasattr(column, "cat") and hasattr(column.cat, "known") and not column.cat.known:
+                column = column.cat.as_known()
+            return pd.Index(column.cat.categories.astype(str))
+        values = column.dropna().unique()
+        values = values.compute() if hasattr(values, "compute") else values
     return pd.Index(sorted(str(v) for v in values))

@@ -45,7 +45,7 @@ def set_points_column(sdata: sd.SpatialData, points_key: str, column: str, value
     element's partitions so the column stays aligned with the rows.
     """
     points = sdata.points[points_key]
-    lengths = points.map_partitions(len).compute().to_numpy()
+    lengths = points.map_partitions(len).compute(scheduler="synchronous").to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     if offsets[-1] != len(values):
         raise ValueError(f"{len(values)} values for {offsets[-1]} transcripts in {points_key!r}.")
