@@ -23,19 +23,18 @@ def lookup_labels(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 def transcript_cell_ids(sdata: sd.SpatialData, labels_key: str, points_key: str | None = None) -> np.ndarray:
     """Cell id (label value) of every transcript of ``points_key`` in the frame of ``labels_key``, in row order."""
-    return _cell_ids(sdata, labels_key, points_key)[2]
+    return _cell_ids(sdata, labels_key, points_key)
 
 
-def _cell_ids(sdata: sd.SpatialData, labels_key: str | None, points_key: str | None):
-    """Labels key, points key and the cell id under every transcript, read block by block (0 off the labels)."""
+def _cell_ids(sdata: sd.SpatialData, labels_key: str | None, points_key: str | None) -> np.ndarray:
+    """Cell id under every transcript, read block by block (0 off the labels)."""
     from ..blockwise import BLOCK_SIZE
     from ._cells import transcript_index
     from ._metrics_blocks import labels_at_blocks
 
     labels_key, element, source = label_source(sdata, labels_key)
-    points_key, _ = get_points(sdata, points_key)
     index = transcript_index(sdata, points_key, element, labels_key)
-    return labels_key, points_key, labels_at_blocks(source, index, block_size=BLOCK_SIZE)
+    return labels_at_blocks(source, index, block_size=BLOCK_SIZE)
 
 
 def set_points_column(sdata: sd.SpatialData, points_key: str, column: str, values: np.ndarray) -> None:
@@ -96,7 +95,7 @@ def assign_transcripts(
     column = key_added or Key.cell_id(Key.prefix(labels_key))
     if inplace:
         check_points_column(points, points_key, column, overwrite=overwrite)
-    _, _, ids = _cell_ids(sdata, labels_key, points_key)
+    ids = _cell_ids(sdata, labels_key, points_key)
     if not inplace:
         return ids
     set_points_column(sdata, points_key, column, ids)

@@ -21,7 +21,7 @@ from ._aggregate import build_table, global_affine
 from ._assign import set_points_column
 
 
-def transcript_index(sdata: sd.SpatialData, points_key: str, frame, frame_name: str, *, scratch=None):
+def transcript_index(sdata: sd.SpatialData, points_key: str | None, frame, frame_name: str, *, scratch=None):
     """Return the transcripts of ``points_key`` in the pixel frame of the raster ``frame``, readable by window."""
     from .._transcripts import points_to_pixel_matrix
     from ..blockwise import TranscriptIndex

@@ -56,16 +56,7 @@ def cells_kernel(
 
     gdf, n_cut = None, 0
     if polygons:
-        wr, wc = np.nonzero(labels)
-        wids, winv = compact(labels[wr, wc])
-        min_r = np.full(len(wids), np.iinfo(np.int64).max)
-        min_c = np.full(len(wids), np.iinfo(np.int64).max)
-        np.minimum.at(min_r, winv, wr)
-        np.minimum.at(min_c, winv, wc)
-        owned = core.contains(min_r + window.y0, min_c + window.x0)
-        border = window.on_inner_border(shape, wr, wc)
-        cut = np.zeros(len(wids), dtype=bool)
-        cut[winv[border]] = True
+        _, _, wids, _, owned, cut = owned_cells(labels, window, core, shape)
         n_cut = int(np.count_nonzero(owned & cut))
         gdf = labels_to_polygons(labels, offset=(window.y0, window.x0), ids=wids[owned])
 
@@ -83,6 +74,25 @@ def cells_kernel(
     return CellsBlock(
         core_labels if keep_core else None, ids, area, sum_rows, sum_cols, gdf, n_cut, tx_rows, tx_cells, pairs
     )
+
+
+def owned_cells(labels: np.ndarray, window: Window, core: Window, shape: tuple[int, int]):
+    """Find the cells of a window's labels and which of them its block owns.
+
+    Returns the rows and columns of the window's cell pixels, the cell ids, each pixel's index into
+    them, whether the block owns each cell (the top-left corner of its bounding box is on ``core``),
+    and whether each cell touches a border of the window that is not the image's (it may be cut).
+    """
+    wr, wc = np.nonzero(labels)
+    ids, inverse = compact(labels[wr, wc])
+    min_r = np.full(len(ids), np.iinfo(np.int64).max)
+    min_c = np.full(len(ids), np.iinfo(np.int64).max)
+    np.minimum.at(min_r, inverse, wr)
+    np.minimum.at(min_c, inverse, wc)
+    owned = core.contains(min_r + window.y0, min_c + window.x0)
+    cut = np.zeros(len(ids), dtype=bool)
+    cut[inverse[window.on_inner_border(shape, wr, wc)]] = True
+    return wr, wc, ids, inverse, owned, cut
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import INSTANCE_KEY, Key
-from .._elements import get_points, get_single_channel
+from .._elements import get_single_channel
 from .._logging import logger
 from ._cells import transcript_index
 from ._metrics import get_table, labels_source
@@ -145,7 +145,7 @@ def compare(
     for key in keys:
         # Every metric block by block (gsn.tl._metrics_blocks): no whole label image is loaded.
         name, element, source = labels_source(sdata, key)
-        index = transcript_index(sdata, get_points(sdata, points_key)[0], element, name) if has_tx else None
+        index = transcript_index(sdata, points_key, element, name) if has_tx else None
         morph = morphology_blocks(source, block_size=BLOCK_SIZE, halo=LABELS_HALO)
         frames.append(_rows(key, "n_cells", "value", len(morph)))
         n_pixels = source.shape[0] * source.shape[1]

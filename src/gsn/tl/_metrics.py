@@ -16,8 +16,9 @@ import pandas as pd
 import spatialdata as sd
 
 from .._constants import INSTANCE_KEY, Key
-from .._elements import get_points, get_single_channel, label_source
+from .._elements import get_single_channel, label_source
 from .._logging import logger
+from ._cells import transcript_index
 from ._metrics_blocks import cell_calling_blocks, morphology_blocks, pixel_coverage_blocks, rna_coverage_blocks
 from ._metrics_core import DEFAULT_DELTAS, histogram_table, n_genes_from_counts
 
@@ -57,13 +58,6 @@ def image_source(sdata: sd.SpatialData, image_key: str | None, channel, shape: t
             "px) are not in the same pixel frame; pixel-level metrics need labels drawn on the image's pixels."
         )
     return source
-
-
-def _index(sdata: sd.SpatialData, points_key: str | None, element, name: str):
-    from ._cells import transcript_index
-
-    points_key, _ = get_points(sdata, points_key)
-    return transcript_index(sdata, points_key, element, name)
 
 
 def _block_size(block_size: int | None) -> int:
@@ -136,7 +130,7 @@ def cell_calling(
     >>> gsn.tl.cell_calling(sdata, "genesegnet")  # doctest: +SKIP
     """
     name, element, source = labels_source(sdata, key)
-    index = _index(sdata, points_key, element, name)
+    index = transcript_index(sdata, points_key, element, name)
     return cell_calling_blocks(source, index, deltas=deltas, block_size=_block_size(block_size))
 
 
@@ -276,7 +270,7 @@ def rna_coverage(
     """
     name, element, source = labels_source(sdata, key)
     image = image_source(sdata, image_key, channel, source.shape)
-    index = _index(sdata, points_key, element, name)
+    index = transcript_index(sdata, points_key, element, name)
     return rna_coverage_blocks(source, image, index, bins=bins, block_size=_block_size(block_size))
 
 

@@ -26,19 +26,26 @@ import pandas as pd
 from .._arrays import compact
 from .._logging import logger
 from ..blockwise import Window, block_grid, map_blocks
+from ._cells_pass import owned_cells
 from ._metrics_core import (
     DEFAULT_DELTAS,
-    _assign_bins,
-    _coverage_table,
-    _edges,
-    _use_histogram,
+    calling_table,
+    check_deltas,
+    coverage_from_histograms,
+    coverage_from_values,
     distance_to_cells,
+    iou_from_overlaps,
     morphology_from_labels,
 )
 
 
 def _core(block) -> Window:
     return Window(block.y0, block.y1, block.x0, block.x1)
+
+
+def _pixels(x: np.ndarray, y: np.ndarray, origin: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of transcripts in an array whose first pixel is ``origin``'s corner."""
+    return np.floor(y).astype(np.int64) - origin.y0, np.floor(x).astype(np.int64) - origin.x0
 
 
 def _run(kernel, blocks, inputs, desc: str, progress: bool | None):
@@ -53,8 +60,7 @@ def _run(kernel, blocks, inputs, desc: str, progress: bool | None):
 # --------------------------------------------------------------------------------------------------
 def calling_kernel(labels: np.ndarray, window: Window, core: Window, x: np.ndarray, y: np.ndarray, reach: float):
     """Count the core's transcripts on a cell, and return the distances (``<= reach``) of the others to the cells."""
-    rows = np.floor(y).astype(np.int64) - window.y0
-    cols = np.floor(x).astype(np.int64) - window.x0
+    rows, cols = _pixels(x, y, window)
     on_cell = labels[rows, cols] > 0
     if not labels.any():
         return int(on_cell.sum()), np.zeros(0)
@@ -66,12 +72,8 @@ def cell_calling_blocks(
     source, index, *, deltas: Sequence[float] = DEFAULT_DELTAS, block_size: int, progress: bool | None = None
 ) -> pd.DataFrame:
     """:func:`gsn.tl._metrics_core.cell_calling_from_labels` over a grid of blocks (same numbers)."""
-    deltas = [float(d) for d in deltas]
-    if not deltas or min(deltas) < 0:
-        raise ValueError(f"`deltas` must be non-negative distances in pixels, got {deltas}.")
+    deltas = check_deltas(deltas)
     reach = max(deltas)
-    if int(np.floor(reach)) + 1 > 255:
-        raise ValueError(f"`max_distance` must be below 255 pixels, got {reach}.")
     shape = tuple(source.shape)
     halo = int(np.floor(reach)) + 1
 
@@ -83,13 +85,7 @@ def cell_calling_blocks(
     results = _run(calling_kernel, block_grid(shape, block_size), inputs, "cell calling", progress)
     n_in = sum(r[0] for r in results)
     dist = np.concatenate([r[1] for r in results]) if results else np.zeros(0)
-    records = []
-    for delta in deltas:
-        n_out = int(np.count_nonzero(dist <= delta))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.float64(n_in) / np.float64(n_out)
-        records.append({"delta": delta, "n_in": n_in, "n_out": n_out, "cell_calling": float(score)})
-    return pd.DataFrame.from_records(records, columns=["delta", "n_in", "n_out", "cell_calling"])
+    return calling_table(n_in, dist, deltas)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,17 +100,7 @@ class _Shapes:
 def morphology_kernel(labels: np.ndarray, window: Window, core: Window, shape: tuple[int, int]) -> _Shapes:
     """Shapes of the cells this block owns (top-left corner of the bounding box on its core)."""
     labels = np.asarray(labels)
-    wr, wc = np.nonzero(labels)
-    if not len(wr):
-        return _Shapes(morphology_from_labels(np.zeros((1, 1), np.int64)), 0)
-    ids, inverse = compact(labels[wr, wc])
-    min_r = np.full(len(ids), np.iinfo(np.int64).max)
-    min_c = np.full(len(ids), np.iinfo(np.int64).max)
-    np.minimum.at(min_r, inverse, wr)
-    np.minimum.at(min_c, inverse, wc)
-    owned = core.contains(min_r + window.y0, min_c + window.x0)
-    cut = np.zeros(len(ids), dtype=bool)
-    cut[inverse[window.on_inner_border(shape, wr, wc)]] = True
+    wr, wc, ids, inverse, owned, cut = owned_cells(labels, window, core, shape)
     # Only the owned cells, numbered 1..k: other cells become background, which leaves every owned
     # cell's outline, hull and boundary pixels as they are (they are defined against "not this cell").
     new = np.zeros(len(ids), dtype=np.int64)
@@ -142,9 +128,7 @@ def morphology_blocks(source, *, block_size: int, halo: int, progress: bool | No
             "cut piece. Pass a larger `block_size`.", n_cut, halo, block_size,
         )  # fmt: skip
     tables = [r.table for r in results if len(r.table)]
-    if not tables:
-        return results[0].table if results else morphology_from_labels(np.zeros((1, 1), np.int64))
-    return pd.concat(tables).sort_index()
+    return pd.concat(tables).sort_index() if tables else morphology_from_labels(np.zeros((1, 1), np.int64))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,14 +136,14 @@ def morphology_blocks(source, *, block_size: int, halo: int, progress: bool | No
 # --------------------------------------------------------------------------------------------------
 def pixel_values_kernel(labels: np.ndarray, image: np.ndarray, histogram: bool):
     """Return a block's pixel values with their in-cell flag: as two histograms (integer images) or arrays."""
-    labels = np.asarray(labels).ravel()
     image = np.asarray(image).ravel()
-    fg = labels > 0
+    fg = np.asarray(labels).ravel() > 0
     if not histogram:
         return image, fg
-    lo = int(image.min()) if image.size else 0
+    lo = int(image.min())
     shifted = image.astype(np.int64) - lo
-    return lo, np.bincount(shifted), np.bincount(shifted[fg], minlength=int(shifted.max()) + 1 if image.size else 0)
+    hist = np.bincount(shifted)
+    return lo, hist, np.bincount(shifted[fg], minlength=len(hist))
 
 
 def _add_histograms(results) -> tuple[int, np.ndarray, np.ndarray]:
@@ -173,63 +157,32 @@ def _add_histograms(results) -> tuple[int, np.ndarray, np.ndarray]:
     return lo, total, inside
 
 
-def _histogram_edges(lo: int, hist: np.ndarray, n_bins: int) -> np.ndarray:
-    """:func:`gsn.tl._metrics_core.quantile_edges` of integer values given by their histogram."""
-    n = int(hist.sum())
-    if n == 0:
-        return np.array([np.nan, np.nan])
-    if n_bins < 1:
-        raise ValueError(f"`bins` must be at least 1, got {n_bins}.")
-    k = np.minimum(np.ceil(np.arange(1, n_bins) * n / n_bins).astype(np.int64), n - 1)
-    cdf = np.cumsum(hist)
-    inner = np.searchsorted(cdf, k + 1, side="left").astype(np.float64) + lo
-    present = np.flatnonzero(hist)
-    lo_v, hi_v = float(lo + present[0]), float(lo + present[-1])
-    edges = np.unique(np.r_[lo_v, inner, hi_v + 1])
-    return edges if len(edges) >= 2 else np.array([np.nan, np.nan])
-
-
 def pixel_coverage_blocks(
     source, image, *, bins: int | Sequence[float] = 10, block_size: int, progress: bool | None = None
 ) -> pd.DataFrame:
     """:func:`gsn.tl._metrics_core.pixel_coverage_from_labels` over a grid of blocks (same numbers).
 
-    ``image`` is read by window like the labels. Integer images are summed as histograms (memory
-    bounded by their range); other images keep one value per pixel for their quantiles.
+    ``image`` is read by window like the labels. 8 and 16-bit integer images are summed as
+    histograms (as the whole-image function bins them; memory bounded by their range); other images
+    keep one value per pixel for their quantiles.
     """
     shape = tuple(source.shape)
-    probe = np.asarray(image.read(Window(0, min(shape[0], 64), 0, min(shape[1], 64))))
-    # The whole-image function bins integer images through a histogram; so do the blocks, which also
-    # keeps memory flat. A wide-ranged 32/64-bit integer image falls back to values.
-    histogram = probe.dtype.kind in "iub" and (probe.dtype.itemsize <= 2 or _use_histogram(probe))
-    blocks = block_grid(shape, block_size)
+    dtype = np.asarray(image.read(Window(0, 1, 0, 1))).dtype
+    histogram = dtype.kind in "iub" and dtype.itemsize <= 2
 
     def inputs(block):
         return source.read(block), image.read(block), histogram
 
-    results = _run(pixel_values_kernel, blocks, inputs, "pixel coverage", progress)
+    results = _run(pixel_values_kernel, block_grid(shape, block_size), inputs, "pixel coverage", progress)
     if histogram:
-        lo, total_hist, inside_hist = _add_histograms(results)
-        edges = _histogram_edges(lo, total_hist, int(bins)) if np.ndim(bins) == 0 else _edges(np.zeros(0), bins)
-        nb = len(edges) - 1
-        lut = _assign_bins(np.arange(len(total_hist), dtype=np.float64) + lo, edges)
-        ok = lut >= 0
-        total = np.bincount(lut[ok], weights=total_hist[ok], minlength=nb)
-        inside = np.bincount(lut[ok], weights=inside_hist[ok], minlength=nb)
-        return _coverage_table(edges, total, inside, "n_pixels")
+        return coverage_from_histograms(*_add_histograms(results), bins, "n_pixels")
     values = np.concatenate([r[0] for r in results])
-    fg = np.concatenate([r[1] for r in results])
-    edges = _edges(values, bins)
-    nb = len(edges) - 1
-    b = _assign_bins(values.astype(np.float64), edges)
-    ok = b >= 0
-    return _coverage_table(edges, np.bincount(b[ok], minlength=nb), np.bincount(b[ok & fg], minlength=nb), "n_pixels")
+    return coverage_from_values(values, np.concatenate([r[1] for r in results]), bins, "n_pixels")
 
 
 def rna_values_kernel(labels: np.ndarray, image: np.ndarray, core: Window, x: np.ndarray, y: np.ndarray):
     """Return the image value under each of the core's transcripts, and whether it is on a cell."""
-    rows = np.floor(y).astype(np.int64) - core.y0
-    cols = np.floor(x).astype(np.int64) - core.x0
+    rows, cols = _pixels(x, y, core)
     return np.asarray(image)[rows, cols], np.asarray(labels)[rows, cols] > 0
 
 
@@ -246,13 +199,7 @@ def rna_coverage_blocks(
     results = _run(rna_values_kernel, block_grid(shape, block_size), inputs, "RNA coverage", progress)
     values = np.concatenate([r[0] for r in results]) if results else np.zeros(0)
     inside_cell = np.concatenate([r[1] for r in results]) if results else np.zeros(0, bool)
-    edges = _edges(values, bins)
-    nb = len(edges) - 1
-    b = _assign_bins(values.astype(np.float64), edges)
-    ok = b >= 0
-    total = np.bincount(b[ok], minlength=nb)
-    inside = np.bincount(b[ok & inside_cell], minlength=nb)
-    return _coverage_table(edges, total, inside, "n_transcripts")
+    return coverage_from_values(values, inside_cell, bins, "n_transcripts")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,8 +218,6 @@ def overlap_kernel(pred: np.ndarray, truth: np.ndarray):
 
 def iou_blocks(pred, truth, *, block_size: int, progress: bool | None = None):
     """:func:`gsn.tl._metrics_core.iou_matrix` over a grid of blocks (same matrix and ids)."""
-    from scipy import sparse
-
     shape = tuple(pred.shape)
     if tuple(truth.shape) != shape:
         raise ValueError(f"Predicted labels {shape} and truth {tuple(truth.shape)} differ in shape.")
@@ -291,22 +236,14 @@ def iou_blocks(pred, truth, *, block_size: int, progress: bool | None = None):
     pred_ids, area_p = p_all[p_all > 0], area_p[p_all > 0]
     true_ids, area_t = t_all[t_all > 0], area_t[t_all > 0]
     pairs = np.concatenate([r[4] for r in results], axis=1) if results else np.zeros((2, 0), np.int64)
-    counts = np.concatenate([r[5] for r in results]).astype(np.float64) if results else np.zeros(0)
-    inter = sparse.coo_matrix(
-        (counts, (np.searchsorted(pred_ids, pairs[0]), np.searchsorted(true_ids, pairs[1]))),
-        shape=(len(pred_ids), len(true_ids)),
-    ).tocsr()
-    inter.sum_duplicates()
-    coo = inter.tocoo()
-    union = area_p[coo.row] + area_t[coo.col] - coo.data
-    iou = sparse.csr_matrix((coo.data / union, (coo.row, coo.col)), shape=inter.shape)
-    return iou, pred_ids.astype(np.int64), true_ids.astype(np.int64)
+    counts = np.concatenate([r[5] for r in results]) if results else np.zeros(0)
+    pred_ids, true_ids = pred_ids.astype(np.int64), true_ids.astype(np.int64)
+    return iou_from_overlaps(pred_ids, area_p, true_ids, area_t, pairs[0], pairs[1], counts), pred_ids, true_ids
 
 
 def label_kernel(labels: np.ndarray, core: Window, x: np.ndarray, y: np.ndarray, row: np.ndarray):
     """Return the rows of the core's transcripts and the label under each."""
-    rows = np.floor(y).astype(np.int64) - core.y0
-    cols = np.floor(x).astype(np.int64) - core.x0
+    rows, cols = _pixels(x, y, core)
     return row, np.asarray(labels)[rows, cols].astype(np.int64)
 
 

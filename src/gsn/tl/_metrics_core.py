@@ -213,16 +213,28 @@ def cell_calling_from_labels(
     transcript lies near a cell from outside, ``NaN`` when there is none at all).
     """
     labels = as_labels(labels)
+    deltas = check_deltas(deltas)
+    rows, cols, _ = pixel_index(x, y, labels.shape)
+    on_cell = labels[rows, cols] > 0
+    dist = distance_to_cells(labels, rows[~on_cell], cols[~on_cell], max(deltas)) if labels.any() else np.zeros(0)
+    return calling_table(int(on_cell.sum()), dist, deltas)
+
+
+def check_deltas(deltas: Sequence[float]) -> list[float]:
+    """Cell-calling distances as floats, refused when empty, negative or beyond :func:`distance_to_cells`' reach."""
     deltas = [float(d) for d in deltas]
     if not deltas or min(deltas) < 0:
         raise ValueError(f"`deltas` must be non-negative distances in pixels, got {deltas}.")
-    rows, cols, _ = pixel_index(x, y, labels.shape)
-    on_cell = labels[rows, cols] > 0
-    n_in = int(on_cell.sum())
-    dist = distance_to_cells(labels, rows[~on_cell], cols[~on_cell], max(deltas)) if labels.any() else None
+    if int(np.floor(max(deltas))) + 1 > 255:
+        raise ValueError(f"`max_distance` must be below 255 pixels, got {max(deltas)}.")
+    return deltas
+
+
+def calling_table(n_in: int, dist: np.ndarray, deltas: Sequence[float]) -> pd.DataFrame:
+    """Cell-calling rows from the transcripts on cells and the distances of the others (``inf``: far)."""
     records = []
     for delta in deltas:
-        n_out = 0 if dist is None else int(np.count_nonzero(dist <= delta))
+        n_out = int(np.count_nonzero(dist <= delta))
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.float64(n_in) / np.float64(n_out)
         records.append({"delta": delta, "n_in": n_in, "n_out": n_out, "cell_calling": float(score)})
@@ -453,20 +465,29 @@ def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
         raise ValueError(f"`bins` must be at least 1, got {n_bins}.")
     if values.size == 0:
         return np.zeros(0)
-    k = np.ceil(np.arange(1, n_bins) * values.size / n_bins).astype(np.int64)
-    k = np.minimum(k, values.size - 1)
     if _use_histogram(values):
         lo = int(values.min())
         hist = np.bincount((values.astype(np.int64) - lo) if lo else values.astype(np.int64, copy=False))
-        cdf = np.cumsum(hist)
-        inner = np.searchsorted(cdf, k + 1, side="left").astype(np.float64) + lo
-        lo_v, hi_v = float(lo), float(lo + len(hist) - 1)
-    else:
-        part = np.partition(values, np.unique(np.r_[0, k, values.size - 1]))
-        inner = part[k].astype(np.float64)
-        lo_v, hi_v = float(part[0]), float(part[-1])
+        return histogram_quantile_edges(lo, hist, n_bins)
+    k = np.minimum(np.ceil(np.arange(1, n_bins) * values.size / n_bins).astype(np.int64), values.size - 1)
+    part = np.partition(values, np.unique(np.r_[0, k, values.size - 1]))
+    inner = part[k].astype(np.float64)
+    lo_v, hi_v = float(part[0]), float(part[-1])
     top = hi_v + 1 if values.dtype.kind in "iub" else float(np.nextafter(hi_v, np.inf))
     return np.unique(np.r_[lo_v, inner, top])
+
+
+def histogram_quantile_edges(lo: int, hist: np.ndarray, n_bins: int) -> np.ndarray:
+    """:func:`quantile_edges` of integer values given as counts ``hist`` of ``lo, lo + 1, ...``."""
+    if n_bins < 1:
+        raise ValueError(f"`bins` must be at least 1, got {n_bins}.")
+    n = int(hist.sum())
+    if n == 0:
+        return np.zeros(0)
+    k = np.minimum(np.ceil(np.arange(1, n_bins) * n / n_bins).astype(np.int64), n - 1)
+    inner = np.searchsorted(np.cumsum(hist), k + 1, side="left").astype(np.float64) + lo
+    present = np.flatnonzero(hist)
+    return np.unique(np.r_[float(lo + present[0]), inner, float(lo + present[-1]) + 1])
 
 
 def _assign_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -526,24 +547,39 @@ def pixel_coverage_from_labels(
     if image.shape != labels.shape:
         raise ValueError(f"Image shape {image.shape} differs from the labels' {labels.shape}; they must share a frame.")
     flat = image.ravel()
-    edges = _edges(flat, bins)
-    nb = len(edges) - 1
     fg = labels.ravel() > 0
     if _use_histogram(flat):
         lo = int(flat.min())
         shifted = flat.astype(np.int64) - lo if lo else flat
         hist = np.bincount(shifted)
-        hist_in = np.bincount(shifted[fg], minlength=len(hist))
-        lut = _assign_bins(np.arange(len(hist), dtype=np.float64) + lo, edges)
-        ok = lut >= 0
-        total = np.bincount(lut[ok], weights=hist[ok], minlength=nb)
-        inside = np.bincount(lut[ok], weights=hist_in[ok], minlength=nb)
+        return coverage_from_histograms(lo, hist, np.bincount(shifted[fg], minlength=len(hist)), bins, "n_pixels")
+    return coverage_from_values(flat, fg, bins, "n_pixels")
+
+
+def coverage_from_values(values: np.ndarray, inside_cell: np.ndarray, bins, count_name: str) -> pd.DataFrame:
+    """Coverage rows from one value per pixel or transcript and whether it lies in a cell."""
+    edges = _edges(values, bins)
+    nb = len(edges) - 1
+    b = _assign_bins(values.astype(np.float64), edges)
+    ok = b >= 0
+    return _coverage_table(
+        edges, np.bincount(b[ok], minlength=nb), np.bincount(b[ok & inside_cell], minlength=nb), count_name
+    )
+
+
+def coverage_from_histograms(lo: int, hist: np.ndarray, hist_in: np.ndarray, bins, count_name: str) -> pd.DataFrame:
+    """Coverage rows from counts of integer values ``lo, lo + 1, ...`` (all, and in cells)."""
+    if np.ndim(bins) == 0:
+        edges = histogram_quantile_edges(lo, hist, int(bins))
+        edges = edges if len(edges) >= 2 else np.array([np.nan, np.nan])
     else:
-        b = _assign_bins(flat.astype(np.float64), edges)
-        ok = b >= 0
-        total = np.bincount(b[ok], minlength=nb)
-        inside = np.bincount(b[ok & fg], minlength=nb)
-    return _coverage_table(edges, total, inside, "n_pixels")
+        edges = _edges(np.zeros(0), bins)
+    nb = len(edges) - 1
+    lut = _assign_bins(np.arange(len(hist), dtype=np.float64) + lo, edges)
+    ok = lut >= 0
+    total = np.bincount(lut[ok], weights=hist[ok], minlength=nb)
+    inside = np.bincount(lut[ok], weights=hist_in[ok], minlength=nb)
+    return _coverage_table(edges, total, inside, count_name)
 
 
 def rna_coverage_from_labels(
@@ -573,15 +609,7 @@ def rna_coverage_from_labels(
     if image.shape != labels.shape:
         raise ValueError(f"Image shape {image.shape} differs from the labels' {labels.shape}; they must share a frame.")
     rows, cols, _ = pixel_index(x, y, labels.shape)
-    values = image[rows, cols]
-    inside_cell = labels[rows, cols] > 0
-    edges = _edges(values, bins)
-    nb = len(edges) - 1
-    b = _assign_bins(values.astype(np.float64), edges)
-    ok = b >= 0
-    total = np.bincount(b[ok], minlength=nb)
-    inside = np.bincount(b[ok & inside_cell], minlength=nb)
-    return _coverage_table(edges, total, inside, "n_transcripts")
+    return coverage_from_values(image[rows, cols], labels[rows, cols] > 0, bins, "n_transcripts")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,18 +683,20 @@ def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> tuple[sparse.csr_matrix, 
         rp, rt, lengths = rp[both], rt[both], lengths[both]
     else:
         rp = rt = lengths = np.zeros(0, np.int64)
-    row_of = np.zeros(len(area_p), dtype=np.int64)
-    row_of[pred_ids] = np.arange(len(pred_ids))
-    col_of = np.zeros(len(area_t), dtype=np.int64)
-    col_of[true_ids] = np.arange(len(true_ids))
+    iou = iou_from_overlaps(pred_ids, area_p[pred_ids], true_ids, area_t[true_ids], rp, rt, lengths)
+    return iou, pred_ids, true_ids
+
+
+def iou_from_overlaps(pred_ids, pred_area, true_ids, true_area, pred_of, true_of, counts) -> sparse.csr_matrix:
+    """Sparse IoU from the cells' areas and pixel counts of overlapping pairs (``pred_of``, ``true_of``: ids)."""
     inter = sparse.coo_matrix(
-        (lengths.astype(np.float64), (row_of[rp], col_of[rt])), shape=(len(pred_ids), len(true_ids))
+        (np.asarray(counts, np.float64), (np.searchsorted(pred_ids, pred_of), np.searchsorted(true_ids, true_of))),
+        shape=(len(pred_ids), len(true_ids)),
     ).tocsr()
     inter.sum_duplicates()
     coo = inter.tocoo()
-    union = area_p[pred_ids][coo.row] + area_t[true_ids][coo.col] - coo.data
-    iou = sparse.csr_matrix((coo.data / union, (coo.row, coo.col)), shape=inter.shape)
-    return iou, pred_ids, true_ids
+    union = pred_area[coo.row] + true_area[coo.col] - coo.data
+    return sparse.csr_matrix((coo.data / union, (coo.row, coo.col)), shape=inter.shape)
 
 
 def match_iou(iou: sparse.csr_matrix, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -88,15 +88,22 @@ def mecr_from_counts(counts, genes: Sequence[str], markers: Mapping[str, Sequenc
     return float(np.mean(rates)) if rates else float("nan")
 
 
-def _cell_counts(sdata: sd.SpatialData, key: str, points_key: str | None):
-    """Return the counts and gene names of segmentation ``key``: its table, else the transcripts under its labels."""
+def _table_counts(sdata: sd.SpatialData, key: str):
+    """Return the counts and gene names of segmentation ``key``'s table, or ``None`` without a table."""
     from ._metrics import get_table
 
     try:
         table = get_table(sdata, key)
-        return table.X, list(table.var_names)
     except KeyError:
-        pass
+        return None
+    return table.X, list(table.var_names)
+
+
+def _cell_counts(sdata: sd.SpatialData, key: str, points_key: str | None):
+    """Return the counts and gene names of segmentation ``key``: its table, else the transcripts under its labels."""
+    from_table = _table_counts(sdata, key)
+    if from_table is not None:
+        return from_table
     genes, [(counts, _, _)] = _label_cells(sdata, key, points_key)
     return counts, genes
 
@@ -124,14 +131,13 @@ def _label_cells(sdata: sd.SpatialData, key: str, points_key: str | None, distan
     (:func:`gsn.tl._cells_pass.cells_pass`): ``(counts, n_cells, fraction)`` with ``counts`` cells x
     genes; the transcripts are indexed once.
     """
-    from .._elements import get_points
     from ..blockwise import BLOCK_SIZE
     from ._cells import transcript_index
     from ._cells_pass import cells_pass
     from ._metrics import labels_source
 
     name, element, source = labels_source(sdata, key)
-    index = transcript_index(sdata, get_points(sdata, points_key)[0], element, name)
+    index = transcript_index(sdata, points_key, element, name)
     genes = list(index.genes)
     out = []
     for distance in distances_px:
@@ -291,13 +297,15 @@ def purity(
     keys = [keys] if isinstance(keys, str) else list(keys)
     rows = []
     for key in keys:
-        _, [(_, n_cells, fraction)] = _label_cells(sdata, key, points_key)
+        # One pass over the labels gives the cells, the fraction and (without a table) the counts.
+        genes, [(counts, n_cells, fraction)] = _label_cells(sdata, key, points_key)
+        counts, genes = _table_counts(sdata, key) or (counts, genes)
         rows.append(
             {
                 "key": key,
                 "n_cells": int(n_cells),
                 "transcripts_in_cells": float(fraction),
-                "mecr": mecr(sdata, key, markers, points_key=points_key),
+                "mecr": mecr_from_counts(counts, genes, markers or marker_genes_from_counts(counts, genes)),
             }
         )
     table = pd.DataFrame(rows)
