@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from spatialdata.models import PointsModel
 
-from gsn.blockwise import Scratch, TranscriptIndex, Window, block_grid, map_blocks
+from gsn.blockwise import Raster, Scratch, TranscriptIndex, Window, block_grid, map_blocks
 
 
 def test_grid_covers_the_image_once_and_windows_clip():
@@ -18,11 +18,13 @@ def test_grid_covers_the_image_once_and_windows_clip():
         assert window.y0 == max(b.y0 - 10, 0) and window.x1 == min(b.x1 + 10, 130)
         inner = b.within(window)
         assert (inner[0].stop - inner[0].start, inner[1].stop - inner[1].start) == b.shape
-    assert (cover == 1).all() and len(blocks) == 2 * 3  # 100 = 50 + 50, 130 = 43 + 44 + 43: even, no thin block
-    assert {b.shape for b in blocks} == {(50, 43), (50, 44)}
-    for side, size in ((5000, 1024), (1100, 1024), (2176, 1024), (10, 1024)):
-        sides = {b.shape[0] for b in block_grid((side, 1), size)}
-        assert max(sides) - min(sides) <= 1 and max(sides) <= 1.5 * size
+    assert (cover == 1).all() and len(blocks) == 2 * 3  # 100 = 40 + 60, 130 = 40 + 40 + 50: no thin last block
+    assert {b.shape for b in blocks} == {(40, 40), (40, 50), (60, 40), (60, 50)}
+    for side, size in ((5000, 1024), (1100, 1024), (2176, 1024), (1500, 1024), (10, 1024)):
+        grid = block_grid((side, 1), size)
+        assert all(b.y0 % size == 0 for b in grid)  # cores are whole chunks of a raster chunked by `size`
+        assert all(b.shape[0] == size for b in grid[:-1])
+        assert grid[-1].shape[0] <= 1.5 * size and (len(grid) == 1 or grid[-1].shape[0] >= 0.5 * size)
     with pytest.raises(ValueError, match="block_size"):
         block_grid((10, 10), 0)
 
@@ -98,6 +100,44 @@ def test_driver_here_and_on_a_cluster_give_the_same_records_in_block_order():
             Client(cluster) as client:  # fmt: skip
         there = map_blocks(_square, blocks, lambda b: (b, np.full(1, b.index)), client=client, progress=False)
     assert [(i, int(v[0])) for i, v in there] == [(i, int(v[0])) for i, v in here]
+
+
+def _squared_core(block, values):
+    return values**2, block.index
+
+
+def test_driver_writes_cores_here_and_from_workers_that_read_their_own_windows(tmp_path):
+    """``write=``: cores land in the raster whoever writes them (this process, or workers sharing the disk)."""
+    from distributed import Client, LocalCluster
+
+    values = np.arange(90 * 97, dtype=np.float64).reshape(90, 97)
+    source = Raster(values.shape, np.float64, chunk=30, path=tmp_path / "source.zarr")
+    source.write(Window(0, 90, 0, 97), values)
+    blocks = block_grid(values.shape, 30)
+
+    def inputs(block):  # reads from disk: the workers can run it themselves
+        return block, source.read(block)
+
+    here = Raster(values.shape, np.float64, chunk=30)
+    records = map_blocks(_squared_core, blocks, inputs, write=here, progress=False)
+    assert records == list(range(len(blocks)))
+    np.testing.assert_array_equal(here.to_numpy(), values**2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, Scratch(tmp_path) as scratch:  # fmt: skip
+        with pytest.raises(ValueError, match="on disk"):
+            map_blocks(_squared_core, blocks, inputs, write=here, client=client, workers_read=True, progress=False)
+        with pytest.raises(ValueError, match="whole chunks"):
+            # blocks of 20 px cut the 30 px chunks of `source`: two workers would rewrite one chunk
+            map_blocks(_squared_core, block_grid(values.shape, 20), inputs, write=source, client=client,
+                       workers_read=True, progress=False)  # fmt: skip
+        assert scratch.share_with(client)
+        for workers_read in (False, True):
+            out = scratch.raster(f"out{workers_read}", values.shape, np.float64, chunk=30)
+            assert not out.in_memory  # a shared scratch keeps every raster on disk
+            there = map_blocks(_squared_core, blocks, inputs, write=out, client=client, workers_read=workers_read,
+                               progress=False)  # fmt: skip
+            assert there == records
+            np.testing.assert_array_equal(out.to_numpy(), values**2)
 
 
 def test_second_step_after_a_cell_id_column_on_partitioned_points(tmp_path):

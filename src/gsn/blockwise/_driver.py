@@ -2,13 +2,17 @@
 
 Every whole-slide step of gsn (inference, decoding, growth, polygons, tables, assignment) is a kernel
 ``kernel(*shared, *inputs(block)) -> result`` on plain arrays. The driver cuts the inputs for each
-block (in this process, from lazy sources), runs the kernel here or as a ``dask.distributed`` task,
-and hands each result to ``collect`` in this process, which writes the block's core into a raster
-or keeps a small record. Results may arrive in any order; ``collect`` writes disjoint cores and
-records are returned in block order, so the outcome does not depend on scheduling.
+block (from lazy sources), runs the kernel here or as a ``dask.distributed`` task, writes the block's
+core into a raster (``write``) and hands the rest, a small record, to ``collect`` in this process.
+Results may arrive in any order; cores are disjoint chunks of the raster and records are returned
+in block order, so the outcome does not depend on scheduling.
 
-On a cluster, ``shared`` objects (the model) are sent to the workers once; the inputs of at most a
-few blocks per worker are in flight at a time, so memory stays bounded on both sides.
+On a cluster, ``shared`` objects (the model) are sent to the workers once; at most a few blocks per
+worker are in flight at a time, so memory stays bounded on both sides. When the workers share this
+process's filesystem (``workers_read``: every raster on disk, see
+:meth:`gsn.blockwise.Scratch.share_with`), each worker cuts its block's inputs and writes its core
+itself: this process then only schedules and keeps records, instead of moving every window through
+its sockets while it competes with the workers for the same cores.
 """
 
 from __future__ import annotations
@@ -112,14 +116,49 @@ async def _import_in_background() -> None:
 _IN_FLIGHT_PER_THREAD = 2
 
 
+def _finish(kernel: Callable[..., Any], write: Any | None, block: Block, args: tuple) -> Any:
+    """Run ``kernel``; with ``write``, store the core it returns and give back only its record."""
+    result = kernel(*args)
+    if write is None:
+        return result
+    core, record = _split(result)
+    write.write(block, core)
+    return record
+
+
+def _split(result: Any) -> tuple[Any, Any]:
+    """``(core, record)`` of a kernel's result: a pair, or a bare core with no record."""
+    return result if isinstance(result, tuple) else (result, None)
+
+
+class _CutOnWorker:
+    """A block as a dask task that cuts its own inputs and writes its own core (workers sharing the disk)."""
+
+    def __init__(self, kernel: Callable[..., Any], write: Any | None, n_shared: int):
+        self.kernel, self.write, self.n_shared = kernel, write, n_shared
+
+    def __call__(self, *args):
+        from ._raster import serial_io
+
+        shared, inputs, block = args[: self.n_shared], args[self.n_shared], args[self.n_shared + 1]
+        _tune_malloc()
+        try:
+            with serial_io():
+                return _finish(self.kernel, self.write, block, (*shared, *inputs(block)))
+        finally:
+            _release_memory()
+
+
 def map_blocks(
     kernel: Callable[..., Any],
     blocks: Sequence[Block],
     inputs: Callable[[Block], tuple],
     *,
     shared: tuple = (),
+    write: Any | None = None,
     collect: Callable[[Block, Any], Any] | None = None,
     client: Any | None = None,
+    workers_read: bool = False,
     progress: bool = True,
     desc: str = "blocks",
 ) -> list[Any]:
@@ -132,14 +171,22 @@ def map_blocks(
     blocks
         The grid.
     inputs
-        Cuts a block's arguments (numpy arrays, small objects) in this process.
+        Cuts a block's arguments (numpy arrays, small objects), in this process or, with
+        ``workers_read``, on the worker that runs the block.
     shared
         Arguments common to every block (e.g. the model), sent to a cluster once.
+    write
+        A :class:`gsn.blockwise.Raster` chunked like the grid: the kernel then returns ``(core, record)``
+        or just ``core`` (the block's values), which is written into it; ``record`` goes on to ``collect``.
     collect
-        Called in this process with each block and its result; its return value is kept
-        (default: the result itself).
+        Called in this process with each block and its result (the record, with ``write``); its
+        return value is kept (default: the result itself).
     client
         A ``dask.distributed.Client``; ``None`` runs the blocks here, one after the other.
+    workers_read
+        On a cluster, let the workers cut the inputs and write the cores themselves: ``inputs`` is
+        sent to each worker once and must read only what the workers can reach (rasters on a folder
+        they share, lazy arrays), and ``write`` must be on disk.
     progress
         Show a progress bar.
     desc
@@ -154,24 +201,33 @@ def map_blocks(
     with serial_io(), tqdm(total=len(blocks), desc=desc, unit="block", disable=not progress or len(blocks) < 2) as bar:
         if client is None:
             for block in blocks:
-                kept[block.index] = collect(block, kernel(*shared, *inputs(block)))
+                kept[block.index] = collect(block, _finish(kernel, write, block, (*shared, *inputs(block))))
                 _release_memory()
                 bar.update(1)
         else:
-            _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar)
+            if workers_read and write is not None and write.in_memory:
+                raise ValueError("workers_read needs a `write` raster on disk (Scratch.share_with).")
+            if workers_read and write is not None and not all(write.whole_chunks(b) for b in blocks):
+                # zarr rewrites a chunk whole: two workers writing parts of one chunk would lose one part
+                raise ValueError("workers_read needs blocks made of whole chunks of `write` (same block size).")
+            _on_cluster(kernel, blocks, inputs, shared, write, collect, client, workers_read, kept, bar)
     return [kept[b.index] for b in blocks]
 
 
-def _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar) -> None:
+def _on_cluster(kernel, blocks, inputs, shared, write, collect, client, workers_read, kept, bar) -> None:
     from distributed import as_completed
 
-    if shared:
+    if shared or workers_read:
         # Every worker imports gsn (in parallel) before the shared objects are copied to them, which
         # would otherwise import it one worker after the other; fast when warm_up already did it.
         client.run(_import_kernels)
     # scatter(broadcast=True): one copy per worker, referenced by every task.
     shared_futures = [client.scatter(s, broadcast=True, hash=False) for s in shared]
-    task = _OnWorker(kernel)
+    if workers_read:
+        shared_futures.append(client.scatter(inputs, broadcast=True, hash=False))
+        task = _CutOnWorker(kernel, write, len(shared))
+    else:
+        task = _OnWorker(kernel)
     n_threads = sum(client.nthreads().values()) or 1
     limit = max(2, _IN_FLIGHT_PER_THREAD * n_threads)
     pending = iter(blocks)
@@ -181,7 +237,8 @@ def _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar) -> N
     def submit_next() -> None:
         block = next(pending, None)
         if block is not None:
-            future = client.submit(task, *shared_futures, *inputs(block), pure=False)
+            args = (block,) if workers_read else inputs(block)
+            future = client.submit(task, *shared_futures, *args, pure=False)
             by_future[future] = block
             queue.add(future)
 
@@ -189,7 +246,11 @@ def _on_cluster(kernel, blocks, inputs, shared, collect, client, kept, bar) -> N
         submit_next()
     for future in queue:
         block = by_future.pop(future)
-        kept[block.index] = collect(block, future.result())
+        result = future.result()
+        if write is not None and not workers_read:
+            core, result = _split(result)
+            write.write(block, core)
+        kept[block.index] = collect(block, result)
         future.release()
         bar.update(1)
         submit_next()

@@ -58,18 +58,19 @@ class Block(Window):
 
 
 def _cuts(length: int, block_size: int) -> list[int]:
-    """Even cuts of ``[0, length)`` into pieces of about ``block_size`` (at most 1.5 times it)."""
+    """Cuts of ``[0, length)`` at multiples of ``block_size``; the last piece is 0.5 to 1.5 times it."""
     n = max(1, int(round(length / block_size)))
-    if length / n > 1.5 * block_size:
-        n += 1
-    return [round(i * length / n) for i in range(n + 1)]
+    return [i * block_size for i in range(n)] + [length]
 
 
 def block_grid(shape: tuple[int, int], block_size: int) -> list[Block]:
-    """Cover an image of ``shape`` with blocks of about ``block_size`` a side, row by row.
+    """Cover an image of ``shape`` with blocks of ``block_size`` a side, row by row.
 
-    The blocks along each axis are as even as possible (no thin last block): a thin block costs
-    nearly as much context as a full one and, on a cluster, leaves a worker idle.
+    Blocks start at multiples of ``block_size``, so each block's core is whole chunks of a raster
+    chunked by ``block_size`` (workers then write their cores side by side without touching a
+    neighbour's chunk). The remainder along an axis joins the last block when it is under half a
+    block (a thin block costs nearly as much context as a full one and, on a cluster, leaves a
+    worker idle), so the last block is 0.5 to 1.5 times ``block_size``.
     """
     h, w = int(shape[0]), int(shape[1])
     if block_size < 1:

@@ -40,6 +40,7 @@ class Raster:
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.path = path
+        self.chunk = int(chunk)
         if path is None:
             self._data = np.zeros(self.shape, self.dtype)
         else:
@@ -55,6 +56,14 @@ class Raster:
     def in_memory(self) -> bool:
         """True when the raster is a numpy array in this process."""
         return self.path is None
+
+    def whole_chunks(self, window: Window) -> bool:
+        """Whether ``window`` covers whole chunks only (two processes may then write two such windows at once)."""
+        c, (h, w) = self.chunk, self.shape[-2:]
+        return (
+            window.y0 % c == 0 and window.x0 % c == 0
+            and (window.y1 % c == 0 or window.y1 == h) and (window.x1 % c == 0 or window.x1 == w)
+        )  # fmt: skip
 
     def read(self, window: Window, planes=None) -> np.ndarray:
         """Return the raster under ``window`` (a copy); ``planes`` selects along the first axis."""
@@ -95,6 +104,26 @@ class Scratch:
         self.in_memory_bytes = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         self._dir: Path | None = None
         self._kept: set[str] = set()
+        self.shared = False
+
+    def share_with(self, client) -> bool:
+        """Put every later raster on disk if all workers of ``client`` see the scratch folder.
+
+        Then the block driver lets the workers read their windows and write their cores themselves
+        (``map_blocks(..., workers_read=scratch.shared)``). Workers on other machines, without the
+        folder, get their inputs from this process as before. Returns whether the folder is shared.
+        """
+        if client is None:
+            return False
+        import os
+
+        token = self.folder / ".shared"
+        token.touch()
+        seen = client.run(os.path.exists, str(token))
+        self.shared = bool(seen) and all(seen.values())
+        if self.shared:
+            self.in_memory_bytes = 0
+        return self.shared
 
     def __enter__(self) -> Scratch:
         return self

@@ -141,6 +141,8 @@ class TranscriptIndex:
         summary = CoordinateSummary()
         offset = 0
         in_memory = 0
+        # Workers that read their own windows (a shared scratch folder) need every run on disk.
+        limit = 0 if getattr(scratch, "shared", False) else IN_MEMORY_BYTES
         # One delayed object per partition, not ``points.partitions[i]``: a selected partition is
         # numbered 0, which breaks columns built per partition number (as gsn's cell id column is).
         selected = points[["x", "y", col]]
@@ -164,7 +166,7 @@ class TranscriptIndex:
             run = _Run(records, starts)
             in_memory += run.nbytes
             runs.append(run)
-            if scratch is not None and in_memory > IN_MEMORY_BYTES:
+            if scratch is not None and in_memory > limit:
                 for i, r in enumerate(runs):
                     if r.records is not None:
                         r.spill(scratch.folder / f"transcripts-{i}.bin")

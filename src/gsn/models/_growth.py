@@ -30,6 +30,7 @@ depends on lies within :meth:`Growth.halo` of it, so the result does not depend 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -465,7 +466,7 @@ def extent_kernel(growth: Growth, nuclei, window: Window, core: Window, x, y, ge
     cell = core_ids[np.floor(y[on]).astype(np.int64) - core.y0, np.floor(x[on]).astype(np.int64) - core.x0]
     g = np.asarray(genes)[on].astype(np.int64)
     g, cell = g[cell > 0], cell[cell > 0].astype(np.int64)
-    return core_ids, cell, g
+    return core_ids, (cell, g)
 
 
 def compose_kernel(growth: Growth, nuclei, grown, window: Window, core: Window, x, y, genes, positions):
@@ -664,8 +665,8 @@ def grow_blockwise(
         window = block.grow(halo, shape)
         return source.read(window), window, block, *tx(window)
 
-    stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client, progress=progress,
-                       desc="growth: rates")  # fmt: skip
+    stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
+                       workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
     growth.fit_rates(stats)
     del stats
     if not len(growth.cell_ids):
@@ -679,21 +680,15 @@ def grow_blockwise(
         window = block.grow(halo, shape)
         return source.read(window), window, block, *tx(window, genes), growth.cells_near(window)
 
-    likelihoods = map_blocks(sectors_kernel, blocks, inputs, shared=(growth,), client=client, progress=progress,
-                             desc="growth: prior")  # fmt: skip
+    likelihoods = map_blocks(sectors_kernel, blocks, inputs, shared=(growth,), client=client,
+                             workers_read=scratch.shared, progress=progress, desc="growth: prior")  # fmt: skip
     growth.fit_prior(likelihoods)
     del likelihoods
 
     grown = scratch.raster("grown", shape, np.int32, chunk=block_size)
-    pairs = []
-
-    def collect_extent(block, result):
-        core_ids, cell, g = result
-        grown.write(block, core_ids)
-        pairs.append((cell, g))
-
-    map_blocks(extent_kernel, blocks, lambda b: inputs(b, genes=True), shared=(growth,), collect=collect_extent,
-               client=client, progress=progress, desc="growth: extents")  # fmt: skip
+    pairs = map_blocks(extent_kernel, blocks, functools.partial(inputs, genes=True), shared=(growth,),
+                       write=grown, client=client, workers_read=scratch.shared, progress=progress,
+                       desc="growth: extents")  # fmt: skip
     if not composition or len(growth.cell_ids) < 2:
         report = growth.report()
         logger.info("Grew %d cells: rates in %.4g / background %.4g per px, %d sectors", report.n_cells,
@@ -714,9 +709,8 @@ def grow_blockwise(
         return (source.read(window), grown_source.read(window), window, block, *tx(window, True),
                 growth.cells_near(window))  # fmt: skip
 
-    moved = map_blocks(compose_kernel, blocks, compose_inputs, shared=(growth,),
-                       collect=lambda b, r: (final.write(b, r[0]), r[1])[1], client=client, progress=progress,
-                       desc="growth: composition")  # fmt: skip
+    moved = map_blocks(compose_kernel, blocks, compose_inputs, shared=(growth,), write=final, client=client,
+                       workers_read=scratch.shared, progress=progress, desc="growth: composition")  # fmt: skip
     report = growth.report(int(sum(moved)))
     logger.info("Grew %d cells: rates in %.4g / background %.4g per px, %d sectors, %d types", report.n_cells,
                 report.rate_in, report.rate_background, report.n_sectors, report.n_types)  # fmt: skip

@@ -71,6 +71,7 @@ def _segmentation_elements(
     cells = cells_pass(
         source, index=index, n_genes=len(genes), out=out, block_size=block_size or BLOCK_SIZE,
         halo=LABELS_HALO if halo is None else halo, polygons=with_boundaries, client=client,
+        workers_read=getattr(scratch, "shared", False),
     )  # fmt: skip
     lut = None
     if renumber:
@@ -228,6 +229,7 @@ def cells_from_labels(
     with_labels = Key.labels(key) != labels_key
     _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels, inputs=(labels_key,))
     with Scratch() as scratch:
+        scratch.share_with(client)
         boundaries, table, points_key, ids, _ = _segmentation_elements(
             sdata, source, labels_element, labels_name=labels_key, points_key=points_key, key=key,
             uns={"method": "cells_from_labels"}, block_size=block_size, halo=halo, client=client, scratch=scratch,

@@ -115,6 +115,7 @@ def cells_pass(
     halo: int,
     polygons: bool = True,
     client=None,
+    workers_read: bool = False,
     progress: bool | None = None,
 ) -> Cells:
     """Run :func:`cells_kernel` over the labels ``source`` (``.shape``, ``.read(window)``).
@@ -135,6 +136,8 @@ def cells_pass(
         Trace the polygons.
     client
         A ``dask.distributed.Client`` to run the blocks on.
+    workers_read
+        The workers read their windows and write ``out`` themselves (see :func:`gsn.blockwise.map_blocks`).
     progress
         Show a progress bar (default: ``gsn.settings.progress``).
     """
@@ -153,14 +156,9 @@ def cells_pass(
         return (source.read(window), window, Window(block.y0, block.y1, block.x0, block.x1), shape, tx.x, tx.y,
                 tx.gene, tx.row)  # fmt: skip
 
-    def collect(block, result: CellsBlock):
-        if out is not None:
-            out.write(block, result.core_labels)
-            result.core_labels = None
-        return result
-
     kernel = _CellsKernel(polygons=polygons, keep_core=out is not None)
-    results = map_blocks(kernel, blocks, inputs, collect=collect, client=client, progress=progress, desc="cells")
+    results = map_blocks(kernel, blocks, inputs, write=out, client=client, workers_read=workers_read,
+                         progress=progress, desc="cells")  # fmt: skip
 
     ids = np.concatenate([r.ids for r in results]).astype(np.int64)
     cells, inverse = compact(ids)
@@ -202,8 +200,12 @@ class _CellsKernel:
     polygons: bool
     keep_core: bool
 
-    def __call__(self, *args) -> CellsBlock:
-        return cells_kernel(*args, polygons=self.polygons, keep_core=self.keep_core)
+    def __call__(self, *args):
+        block = cells_kernel(*args, polygons=self.polygons, keep_core=self.keep_core)
+        if not self.keep_core:
+            return block
+        core, block.core_labels = block.core_labels, None
+        return core, block  # the core goes to the labels raster, the rest to this process
 
 
 def relabel(cells: Cells, lut: np.ndarray) -> Cells:

@@ -373,6 +373,7 @@ def segment(
     from ..blockwise import Scratch
 
     with Scratch() as scratch:
+        scratch.share_with(client)
         run = decode_blockwise(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
             device=device, options=options, decode=decode, block_size=block_size, halo=halo, client=client,
@@ -554,8 +555,8 @@ def decode_blockwise(
                 len(blocks), " on a dask cluster" if client is not None else "")  # fmt: skip
     try:
         with phases("inference"):
-            map_blocks(maps_kernel, blocks, maps_inputs, shared=(runner, spec), client=client, progress=progress,
-                       desc="inference", collect=lambda b, r: maps.write(b, r))  # fmt: skip
+            map_blocks(maps_kernel, blocks, maps_inputs, shared=(runner, spec), write=maps, client=client,
+                       workers_read=scratch.shared, progress=progress, desc="inference")  # fmt: skip
         runner_info = runner.describe()
     finally:
         runner.close()
@@ -570,7 +571,8 @@ def decode_blockwise(
         return maps.read(window, planes=1), window, block, decode["center_threshold"], nms
 
     with phases("centres"):
-        found = map_blocks(centers_kernel, blocks, center_inputs, client=client, progress=False)
+        found = map_blocks(centers_kernel, blocks, center_inputs, client=client, workers_read=scratch.shared,
+                           progress=False)  # fmt: skip
     centers = np.concatenate(found) if found else np.zeros((0, 2))
     centers = centers[np.lexsort((centers[:, 1], centers[:, 0]))]  # ids follow position, whatever the blocks
     ids = np.arange(1, len(centers) + 1, dtype=np.int32)
@@ -586,8 +588,8 @@ def decode_blockwise(
 
     decoded = scratch.raster("decoded", mshape, np.int32, chunk=mblock)
     with phases("decoding"):
-        cut = map_blocks(decode_kernel, blocks, decode_inputs, client=client, progress=progress, desc="decoding",
-                         collect=lambda b, r: (decoded.write(b, r[0]), r[1])[1])  # fmt: skip
+        cut = map_blocks(decode_kernel, blocks, decode_inputs, write=decoded, client=client,
+                         workers_read=scratch.shared, progress=progress, desc="decoding")  # fmt: skip
     if sum(cut):
         logger.warning(
             "%d cell(s) reach beyond the %d px halo of their block; they may be cut. Pass a larger `halo`.",
