@@ -94,6 +94,55 @@ def test_watershed_element_carries_image_transform(sdata):
     assert get_transformation(labels) == get_transformation(sdata["dapi"])
 
 
+def _nuclear_stain(seed: int = 2) -> np.ndarray:
+    """Touching nuclei of uneven brightness, blurred, with noise: work for every step of the watershed."""
+    from scipy import ndimage
+    from tests.oracle import disks_sdata
+
+    _, truth = disks_sdata(shape=(260, 300), spacing=20, radius=9, seed=seed)
+    rng = np.random.default_rng(seed)
+    brightness = rng.uniform(400, 1200, truth.max() + 1)
+    brightness[0] = 60
+    return ndimage.gaussian_filter(brightness[truth], 1.5) + rng.normal(0, 30, truth.shape)
+
+
+def test_watershed_threshold_is_skimage_otsu_from_block_histograms():
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    from gsn.blockwise import block_grid
+    from gsn.pp._watershed import _Steps, _threshold, hist_kernel, range_kernel
+
+    image = _nuclear_stain()
+    steps = _Steps(gsn.pp.percentiles(image), 1.0, 2, 5, 20)
+    expected = threshold_otsu(ndimage.gaussian_filter(gsn.pp.normalize_array(image), 1.0))
+    blocks = block_grid(image.shape, 64)
+    args = [(image[b.grow(steps.halo(), image.shape).slices], b.grow(steps.halo(), image.shape), b, image.shape)
+            for b in blocks]  # fmt: skip
+    got = _threshold(steps, None, [range_kernel(steps, *a) for a in args],
+                     lambda r: [hist_kernel(steps, *a, r) for a in args])  # fmt: skip
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_watershed_blocks_give_the_whole_image_labels():
+    """gsn.pp.watershed block by block (three sizes, and on a 2-worker dask cluster) = watershed_array."""
+    import spatialdata as sd
+    from distributed import Client, LocalCluster
+    from spatialdata.models import Image2DModel
+
+    image = _nuclear_stain()
+    whole = gsn.pp.watershed_array(image)
+    assert 100 < whole.max() < 250  # most of the ~190 nuclei, some merged or split
+    sdata = sd.SpatialData(images={"dapi": Image2DModel.parse(image[None], dims=("c", "y", "x"))})
+    for block_size in (64, 100, 1024):
+        gsn.pp.watershed(sdata, block_size=block_size, halo=40, key_added=f"b{block_size}")
+        np.testing.assert_array_equal(sdata[f"b{block_size}_labels"].values, whole)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        gsn.pp.watershed(sdata, block_size=64, halo=40, key_added="dask", client=client)
+    np.testing.assert_array_equal(sdata["dask_labels"].values, whole)
+
+
 def test_rna_map_auto_scale_keeps_contrast_on_dense_data():
     rng = np.random.default_rng(3)
     # dense cluster in the left half, sparse background on the right

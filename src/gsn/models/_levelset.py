@@ -32,6 +32,7 @@ def refine_masks(
     lambda2: float = 1.0,
     n_iter: int = 60,
     dt: float = 0.5,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Evolve a stack of binary masks with the Chan-Vese energy of Eq. 13 (image = the mask itself).
 
@@ -47,6 +48,10 @@ def refine_masks(
         Explicit time steps.
     dt
         Time step (stable up to about 0.5 for these weights).
+    valid
+        ``(n, h, w)`` boolean stack: each slice's own window when slices of different sizes are padded
+        into one stack. The inside and outside means are taken over it, so a mask evolves the same
+        whatever it was stacked with. Default: all pixels.
 
     Returns
     -------
@@ -64,13 +69,16 @@ def refine_masks(
         phi[i] = ndimage.distance_transform_edt(m) - ndimage.distance_transform_edt(~m)
     np.clip(phi, -5, 5, out=phi)
     axes = (1, 2)
+    weight = np.ones(masks.shape, np.float32) if valid is None else np.asarray(valid, dtype=np.float32)
     for _ in range(n_iter):
         heaviside = 0.5 * (1 + (2 / np.pi) * np.arctan(phi / _EPS))
         dirac = (_EPS / np.pi) / (_EPS**2 + phi**2)
-        inside = heaviside.sum(axis=axes, keepdims=True)
-        outside = (1 - heaviside).sum(axis=axes, keepdims=True)
-        c1 = (image * heaviside).sum(axis=axes, keepdims=True) / np.maximum(inside, 1e-6)
-        c2 = (image * (1 - heaviside)).sum(axis=axes, keepdims=True) / np.maximum(outside, 1e-6)
+        inside_w = heaviside * weight
+        outside_w = weight - inside_w
+        c1 = (image * inside_w).sum(axis=axes, keepdims=True) / np.maximum(inside_w.sum(axis=axes, keepdims=True), 1e-6)
+        c2 = (image * outside_w).sum(axis=axes, keepdims=True) / np.maximum(
+            outside_w.sum(axis=axes, keepdims=True), 1e-6
+        )
         force = nu * _curvature(phi) - lambda1 * (image - c1) ** 2 + lambda2 * (image - c2) ** 2
         phi += dt * dirac * force
     return phi > 0
@@ -100,9 +108,11 @@ def refine_label_image(
     """Refine every cell of a label image with :func:`refine_masks` and reassemble without overlaps.
 
     A cell may grow into background and lose its own pixels, but never takes pixels that belong to
-    another cell; where two refined cells claim the same background pixel, the one whose level-set
-    mask came first in id order keeps it. Each cell keeps its largest connected piece; cells that
-    vanish are dropped. Ids are kept (not renumbered).
+    another cell; where two refined cells claim the same background pixel, the lower id keeps it.
+    Each cell then keeps its largest connected piece; cells that vanish are dropped. Ids are kept
+    (not renumbered). Every rule is local (a cell's own window, its neighbours' claims), so a window
+    of the image that holds a cell, its neighbours and their margins refines it as the whole image
+    does (:func:`refine_window`).
 
     Parameters
     ----------
@@ -140,23 +150,40 @@ def refine_label_image(
                 break
             hmax, wmax, stop = nh, nw, stop + 1
         batch = np.zeros((stop - start, hmax, wmax), bool)
+        valid = np.zeros((stop - start, hmax, wmax), bool)
         for k, (_, _, _, m) in enumerate(cells[start:stop]):
             batch[k, : m.shape[0], : m.shape[1]] = m
-        result = refine_masks(batch, nu=nu, lambda1=lambda1, lambda2=lambda2, n_iter=n_iter)
+            valid[k, : m.shape[0], : m.shape[1]] = True
+        result = refine_masks(batch, nu=nu, lambda1=lambda1, lambda2=lambda2, n_iter=n_iter, valid=valid)
         for k, (cid, r0, c0, m) in enumerate(cells[start:stop]):
             refined[cid] = (r0, c0, result[k, : m.shape[0], : m.shape[1]])
         start = stop
-    for cid in sorted(refined):
+    ids = sorted(refined)
+    for cid in ids:  # claims: background or the cell's own pixels, the lower id first
         r0, c0, mask = refined[cid]
         win = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
-        # Free = background in the input and not yet claimed, or this cell's own pixels.
-        allowed = mask & (((labels[win] == 0) & (out[win] == 0)) | (labels[win] == cid))
-        pieces, n = ndimage.label(allowed)
-        if n == 0:
-            continue
+        claim = mask & ((labels[win] == 0) | (labels[win] == cid)) & (out[win] == 0)
+        out[win][claim] = cid
+    for cid in ids:  # one piece per cell
+        r0, c0, mask = refined[cid]
+        win = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
+        pieces, n = ndimage.label(out[win] == cid)
         if n > 1:
             sizes = np.bincount(pieces.ravel())
             sizes[0] = 0
-            allowed = pieces == int(np.argmax(sizes))
-        out[win][allowed] = cid
+            out[win][(pieces > 0) & (pieces != int(np.argmax(sizes)))] = 0
     return out
+
+
+def refine_window(labels: np.ndarray, window, core, shape: tuple[int, int], params: dict) -> tuple[np.ndarray, int]:
+    """Block kernel of :func:`refine_label_image`: refined labels on ``core`` from the labels of ``window``.
+
+    Returns the core and how many of its cells reach an inner border of the window (their
+    refinement may differ from the whole image's: the halo was too narrow for them).
+    """
+    refined = refine_label_image(labels, **params)
+    on_core = refined[core.within(window)]
+    rows, cols = np.nonzero(labels)
+    border = window.on_inner_border(shape, rows, cols)
+    cut = np.intersect1d(np.unique(on_core[on_core > 0]), np.unique(labels[rows[border], cols[border]]))
+    return on_core, len(cut)
