@@ -1,8 +1,10 @@
 """Every tutorial notebook runs end to end the way Jupyter runs it: in its own folder, without ``__file__``.
 
 The tutorials are MyST notebooks (``docs/tutorials/*.md``); the docs build executes them in a kernel
-too. Here their code cells run as one program fed through stdin, so a cell that used ``__file__``
-(undefined in Jupyter) or a path relative to the repository root would fail.
+too. Here their code cells run as one program given with ``python -c``, so a cell that used
+``__file__`` (undefined in Jupyter) or a path relative to the repository root would fail. Not fed
+through stdin: Python names that program's file ``<stdin>``, and the worker processes of a dask
+``LocalCluster`` (tutorial 04) then fail to start, trying to import it.
 """
 
 import os
@@ -33,6 +35,6 @@ def test_tutorials_found():
 def test_tutorial_runs(path):
     """The notebook's code runs from the notebook's folder with no ``__file__``."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    result = subprocess.run([sys.executable, "-"], input=notebook_code(path), cwd=path.parent, env=env,
+    result = subprocess.run([sys.executable, "-c", notebook_code(path)], cwd=path.parent, env=env,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
