@@ -130,7 +130,10 @@ def test_driver_writes_cores_here_and_from_workers_that_read_their_own_windows(t
             # blocks of 20 px cut the 30 px chunks of `source`: two workers would rewrite one chunk
             map_blocks(_squared_core, block_grid(values.shape, 20), inputs, write=source, client=client,
                        workers_read=True, progress=False)  # fmt: skip
-        assert scratch.share_with(client)
+        with Scratch(tmp_path) as elsewhere:  # inputs in a store the workers cannot see: this process reads
+            assert not elsewhere.share_with(client, tmp_path / "not-on-the-workers.zarr")
+            assert elsewhere.raster("small", (8, 8), np.int32, chunk=8).in_memory
+        assert scratch.share_with(client, tmp_path)
         for workers_read in (False, True):
             out = scratch.raster(f"out{workers_read}", values.shape, np.float64, chunk=30)
             assert not out.in_memory  # a shared scratch keeps every raster on disk

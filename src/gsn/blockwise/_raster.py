@@ -106,20 +106,21 @@ class Scratch:
         self._kept: set[str] = set()
         self.shared = False
 
-    def share_with(self, client) -> bool:
-        """Put every later raster on disk if all workers of ``client`` see the scratch folder.
+    def share_with(self, client, store=None) -> bool:
+        """Put every later raster on disk if all workers of ``client`` see the scratch folder (and ``store``).
 
         Then the block driver lets the workers read their windows and write their cores themselves
-        (``map_blocks(..., workers_read=scratch.shared)``). Workers on other machines, without the
-        folder, get their inputs from this process as before. Returns whether the folder is shared.
+        (``map_blocks(..., workers_read=scratch.shared)``). ``store`` is the zarr store the inputs are
+        read from (``sdata.path``), if any: the workers must see it too. Workers on other machines,
+        without the folder, get their inputs from this process as before. Returns whether the folder
+        is shared.
         """
         if client is None:
             return False
-        import os
-
         token = self.folder / ".shared"
         token.touch()
-        seen = client.run(os.path.exists, str(token))
+        paths = [str(token)] + ([str(Path(store).resolve())] if store is not None else [])
+        seen = client.run(_all_exist, paths)
         self.shared = bool(seen) and all(seen.values())
         if self.shared:
             self.in_memory_bytes = 0
@@ -163,6 +164,12 @@ class Scratch:
         else:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _all_exist(paths: list[str]) -> bool:
+    import os
+
+    return all(os.path.exists(p) for p in paths)
 
 
 def serial_io():

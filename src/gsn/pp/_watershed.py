@@ -298,7 +298,7 @@ def watershed(
 
     run = {"client": client, "progress": settings.progress}
     with Scratch() as scratch:
-        scratch.share_with(client)
+        scratch.share_with(client, sdata.path)
         run["workers_read"] = scratch.shared
         out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
         if steps.blank:

@@ -373,7 +373,7 @@ def segment(
     from ..blockwise import Scratch
 
     with Scratch() as scratch:
-        scratch.share_with(client)
+        scratch.share_with(client, sdata.path)
         run = decode_blockwise(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
             device=device, options=options, decode=decode, block_size=block_size, halo=halo, client=client,
