@@ -94,10 +94,39 @@ def test_zero_cells_give_valid_empty_elements(synth, tiny_model):
     empty = tiny_model.copy()
     with torch.no_grad():
         empty.net.head_center.bias.fill_(-30.0)  # no centre anywhere
-    segment(synth, empty, key_added="none")
+    segment(synth, empty, key_added="none", missed_nuclei=False)
     assert not np.asarray(synth.labels["none_labels"].values).any()
     assert synth.tables["none_table"].n_obs == 0
     assert (synth.points["transcripts"]["none_cell_id"].compute() == 0).all()
+
+
+def test_missed_nuclei_become_cells_and_decoded_cells_stay(synth, tiny_model):
+    """A network that finds nothing: the stain's nuclei become the cells; next to a decoded cell, none is added."""
+    from gsn.blockwise import Window
+    from gsn.tl._anchors import anchors_kernel
+
+    empty = tiny_model.copy()
+    with torch.no_grad():
+        empty.net.head_center.bias.fill_(-30.0)  # no centre anywhere
+    segment(synth, empty, key_added="stain", grow=False)
+    gsn.pp.watershed(synth)
+    labels = np.asarray(synth["stain_labels"].values)
+    nuclei = np.asarray(synth["watershed_labels"].values)
+    assert synth["stain_table"].n_obs == int(nuclei.max()) > 5
+    assert synth["stain_table"].uns["genesegnet"]["n_missed_nuclei"] == int(nuclei.max())
+    np.testing.assert_array_equal(labels > 0, nuclei > 0)  # the watershed's nuclei, renumbered
+
+    decoded = np.zeros((30, 40), np.int32)
+    decoded[5:15, 5:15] = 7
+    stain = np.zeros_like(decoded)
+    stain[8:12, 8:12] = 1  # under the decoded cell
+    stain[8:12, 16:20] = 2  # one pixel off it: within the 2 px gap
+    stain[20:26, 30:36] = 3  # far from it: missed by the network
+    whole = Window(0, 30, 0, 40)
+    anchors, added = anchors_kernel(decoded, stain, whole, whole, 100)
+    assert added.tolist() == [3]
+    assert set(np.unique(anchors)) == {0, 7, 103}
+    np.testing.assert_array_equal(anchors[decoded > 0], 7)  # decoded cells unchanged
 
 
 def test_small_image_and_transcripts_in_one_corner(tiny_model):

@@ -265,8 +265,7 @@ def watershed(
     -------
     The labels element when ``inplace=False``, else ``None``.
     """
-    from .._settings import settings
-    from ..blockwise import BLOCK_SIZE, LABELS_HALO, Scratch, block_grid, map_blocks, materialize
+    from ..blockwise import BLOCK_SIZE, LABELS_HALO, Scratch
     from ..tl._cells import labels_from_raster, settle_labels
 
     image_key, image = get_single_channel(sdata, image_key, channel=channel)
@@ -279,8 +278,40 @@ def watershed(
         raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
     data = image.data
     warn_missing_pixels(data, image_key)
-    steps = _Steps(percentiles(data), smooth, erosion_radius, min_distance, min_area)
-    shape = (int(image.sizes["y"]), int(image.sizes["x"]))
+    params = {"threshold": threshold, "smooth": smooth, "erosion_radius": erosion_radius,
+              "min_distance": min_distance, "min_area": min_area}  # fmt: skip
+    with Scratch() as scratch:
+        scratch.share_with(client, sdata.path)
+        out = scratch.raster("labels", tuple(int(s) for s in data.shape[-2:]), np.int32, chunk=block_size, keep=True)
+        kept = watershed_blocks(data, out, params, block_size=block_size, halo=halo, client=client,
+                                workers_read=scratch.shared)  # fmt: skip
+    lut = np.zeros(int(kept[-1]) + 1 if len(kept) else 1, dtype=np.int32)
+    lut[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    logger.info("Watershed on %r: %d objects", image_key, len(kept))
+    labels = labels_from_raster(out, lut)
+    element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(image, get_all=True))
+    if not inplace:
+        return element
+    from ..io._write import add_elements
+
+    add_elements(sdata, {name: element}, overwrite=overwrite)
+    settle_labels(sdata, name, out)
+    return None
+
+
+def watershed_blocks(data, out, params: dict, *, block_size: int, halo: int, client=None, workers_read=False):
+    """Segment the nuclei of a 2D (dask) array block by block into the raster ``out`` (the watershed).
+
+    Nuclei keep the global ids of their markers (numbered by position; ids of nuclei dropped under
+    ``min_area`` are missing). Returns the sorted ids written. ``params``: the arguments of
+    :func:`watershed_array`.
+    """
+    from .._settings import settings
+    from ..blockwise import block_grid, map_blocks, materialize
+
+    steps = _Steps(percentiles(data), params["smooth"], params["erosion_radius"], params["min_distance"],
+                   params["min_area"])  # fmt: skip
+    shape = tuple(int(s) for s in data.shape[-2:])
     blocks = block_grid(shape, block_size)
 
     def inputs(block, margin=halo):
@@ -296,41 +327,24 @@ def watershed(
         sel = np.arange(lo, hi)[(cols[lo:hi] >= window.x0) & (cols[lo:hi] < window.x1)]
         return raw, window, core, shape_, rows[sel], cols[sel], ids[sel]
 
-    run = {"client": client, "progress": settings.progress}
-    with Scratch() as scratch:
-        scratch.share_with(client, sdata.path)
-        run["workers_read"] = scratch.shared
-        out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
-        if steps.blank:
-            logger.warning("The image is blank (constant intensity): no nuclei to segment.")
-            kept, n_cut = [np.zeros(0, np.int64)], 0
-        else:
-            ranges = map_blocks(range_kernel, blocks, near, shared=(steps,), desc="watershed: range", **run)
-            steps.threshold = _threshold(
-                steps, threshold, ranges,
-                lambda r: map_blocks(hist_kernel, blocks, lambda b: (*near(b), r), shared=(steps,),
-                                     desc="watershed: threshold", **run),
-            )  # fmt: skip
-            found = map_blocks(markers_kernel, blocks, inputs, shared=(steps,), desc="watershed: markers", **run)
-            rows, cols, ids = _numbered(found)
-            records = map_blocks(flood_kernel, blocks, markers_near, shared=(steps,), write=out,
-                                 desc="watershed: flooding", **run)  # fmt: skip
-            kept, n_cut = [r[0] for r in records], sum(r[1] for r in records)
+    run = {"client": client, "progress": settings.progress, "workers_read": workers_read}
+    if steps.blank:
+        logger.warning("The image is blank (constant intensity): no nuclei to segment.")
+        return np.zeros(0, np.int64)
+    ranges = map_blocks(range_kernel, blocks, near, shared=(steps,), desc="watershed: range", **run)
+    steps.threshold = _threshold(
+        steps, params["threshold"], ranges,
+        lambda r: map_blocks(hist_kernel, blocks, lambda b: (*near(b), r), shared=(steps,),
+                             desc="watershed: threshold", **run),
+    )  # fmt: skip
+    found = map_blocks(markers_kernel, blocks, inputs, shared=(steps,), desc="watershed: markers", **run)
+    rows, cols, ids = _numbered(found)
+    records = map_blocks(flood_kernel, blocks, markers_near, shared=(steps,), write=out,
+                         desc="watershed: flooding", **run)  # fmt: skip
+    n_cut = sum(r[1] for r in records)
     if n_cut:
         logger.warning(
             "%d clump(s) of touching nuclei reach past the %d px halo of their block: nuclei near the block "
             "borders may differ from the whole image's. Pass a larger `halo`.", n_cut, halo,
         )  # fmt: skip
-    kept = np.unique(np.concatenate(kept))
-    lut = np.zeros(int(kept[-1]) + 1 if len(kept) else 1, dtype=np.int32)
-    lut[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    logger.info("Watershed on %r: %d objects", image_key, len(kept))
-    labels = labels_from_raster(out, lut)
-    element = Labels2DModel.parse(labels, dims=("y", "x"), transformations=get_transformation(image, get_all=True))
-    if not inplace:
-        return element
-    from ..io._write import add_elements
-
-    add_elements(sdata, {name: element}, overwrite=overwrite)
-    settle_labels(sdata, name, out)
-    return None
+    return np.unique(np.concatenate([r[0] for r in records]))
