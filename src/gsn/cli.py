@@ -94,6 +94,9 @@ def segment(
     channels: str | None = typer.Option(None, "--channels", help="Comma-separated image channels for the network."),
     grow: bool = typer.Option(True, "--grow/--no-grow", help="Grow the decoded cells with the transcripts."),
     max_distance: float = typer.Option(8.0, help="With --grow: how far (µm) a cell may reach beyond its core."),
+    missed_nuclei: bool = typer.Option(
+        True, "--missed-nuclei/--no-missed-nuclei", help="Also start cells from the stain's nuclei the network missed."
+    ),
     device: str = typer.Option("auto", help="Torch device: auto, cpu, cuda, mps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing elements with the same names."),
 ) -> None:
@@ -108,7 +111,7 @@ def segment(
     try:
         gsn.tl.segment(
             sdata, model, image_key=image, points_key=points, key_added=key_added, channels=_split(channels),
-            grow=grow, max_distance=max_distance, device=device, overwrite=overwrite,
+            grow=grow, max_distance=max_distance, missed_nuclei=missed_nuclei, device=device, overwrite=overwrite,
         )  # fmt: skip
     except _USER_ERRORS as error:
         raise _fail(_message(error)) from error
