@@ -17,6 +17,16 @@ from ._transcripts import TranscriptIndex, Transcripts
 BLOCK_SIZE = 1024
 LABELS_HALO = 256
 
+
+def block_options(block_size: int | None, halo: int | None) -> tuple[int, int]:
+    """Return a public step's ``block_size`` and ``halo`` (``None``: the defaults), checked."""
+    block_size = BLOCK_SIZE if block_size is None else int(block_size)
+    halo = LABELS_HALO if halo is None else int(halo)
+    if block_size < 64 or halo < 0:
+        raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
+    return block_size, halo
+
+
 __all__ = [
     "BLOCK_SIZE",
     "LABELS_HALO",
@@ -29,6 +39,7 @@ __all__ = [
     "Transcripts",
     "Window",
     "block_grid",
+    "block_options",
     "map_blocks",
     "materialize",
     "serial_io",

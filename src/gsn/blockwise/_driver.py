@@ -118,17 +118,16 @@ _IN_FLIGHT_PER_THREAD = 2
 
 def _finish(kernel: Callable[..., Any], write: Any | None, block: Block, args: tuple) -> Any:
     """Run ``kernel``; with ``write``, store the core it returns and give back only its record."""
-    result = kernel(*args)
+    return _store(write, block, kernel(*args))
+
+
+def _store(write: Any | None, block: Block, result: Any) -> Any:
+    """Write the core of a kernel's result (a ``(core, record)`` pair, or a bare core) and return the record."""
     if write is None:
         return result
-    core, record = _split(result)
+    core, record = result if isinstance(result, tuple) else (result, None)
     write.write(block, core)
     return record
-
-
-def _split(result: Any) -> tuple[Any, Any]:
-    """``(core, record)`` of a kernel's result: a pair, or a bare core with no record."""
-    return result if isinstance(result, tuple) else (result, None)
 
 
 class _CutOnWorker:
@@ -247,10 +246,7 @@ def _on_cluster(kernel, blocks, inputs, shared, write, collect, client, workers_
     for future in queue:
         block = by_future.pop(future)
         result = future.result()
-        if write is not None and not workers_read:
-            core, result = _split(result)
-            write.write(block, core)
-        kept[block.index] = collect(block, result)
+        kept[block.index] = collect(block, result if workers_read else _store(write, block, result))
         future.release()
         bar.update(1)
         submit_next()

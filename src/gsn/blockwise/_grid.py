@@ -49,6 +49,23 @@ class Window:
             | ((cols == self.x1 - self.x0 - 1) & (self.x1 < w))
         )
 
+    def reaching_border(self, labels, shape: tuple[int, int], among):
+        """Return the ids of ``among`` whose pixels in ``labels`` touch a border of this window that is not the image's.
+
+        ``labels`` is this window's label array, ``among`` e.g. the labels on the block's core: the
+        result are the objects the window may have cut (its halo was too narrow for them).
+        """
+        import numpy as np
+
+        h, w = shape
+        sides = ((labels[0], self.y0 > 0), (labels[-1], self.y1 < h), (labels[:, 0], self.x0 > 0),
+                 (labels[:, -1], self.x1 < w))  # fmt: skip
+        edges = [edge for edge, inner in sides if inner]
+        if not edges:
+            return np.zeros(0, labels.dtype)
+        among = np.asarray(among)
+        return np.intersect1d(among[among > 0], np.concatenate(edges))
+
 
 @dataclass(frozen=True)
 class Block(Window):

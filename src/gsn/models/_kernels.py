@@ -127,8 +127,4 @@ def decode_kernel(
     lut[cleaned[fg]] = ids[local[fg] - 1]
     labels = lut[cleaned]
     on_core = labels[core.within(window)]
-    present = np.unique(on_core[on_core > 0])
-    edge_rows, edge_cols = np.nonzero(labels)
-    border = window.on_inner_border(shape, edge_rows, edge_cols)
-    cut = np.intersect1d(present, np.unique(labels[edge_rows[border], edge_cols[border]]))
-    return on_core, len(cut)
+    return on_core, len(window.reaching_border(labels, shape, on_core))

@@ -183,7 +183,4 @@ def refine_window(labels: np.ndarray, window, core, shape: tuple[int, int], para
     """
     refined = refine_label_image(labels, **params)
     on_core = refined[core.within(window)]
-    rows, cols = np.nonzero(labels)
-    border = window.on_inner_border(shape, rows, cols)
-    cut = np.intersect1d(np.unique(on_core[on_core > 0]), np.unique(labels[rows[border], cols[border]]))
-    return on_core, len(cut)
+    return on_core, len(window.reaching_border(labels, shape, on_core))

@@ -196,11 +196,7 @@ def flood_kernel(steps: _Steps, raw, window: Window, core: Window, shape, rows, 
     labels[small[labels]] = 0
     on_core = labels[inner].astype(np.int32)
     kept = np.flatnonzero(np.bincount(on_core.ravel())[1:]) + 1
-    fr, fc = np.nonzero(clumps)
-    reaching = np.unique(clumps[fr, fc][window.on_inner_border(shape, fr, fc)])
-    on_core_clumps = np.flatnonzero(np.bincount(clumps[inner].ravel())[1:]) + 1
-    wide = np.intersect1d(reaching, on_core_clumps)
-    return on_core, (kept, len(wide))
+    return on_core, (kept, len(window.reaching_border(clumps, shape, clumps[inner])))
 
 
 def relabel_sequential_min_area(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -265,17 +261,14 @@ def watershed(
     -------
     The labels element when ``inplace=False``, else ``None``.
     """
-    from ..blockwise import BLOCK_SIZE, LABELS_HALO, Scratch
+    from ..blockwise import Scratch, block_options
     from ..tl._cells import labels_from_raster, settle_labels
 
     image_key, image = get_single_channel(sdata, image_key, channel=channel)
     name = Key.labels(key_added)
     if inplace:
         check_free(sdata, [name], overwrite=overwrite, inputs=(image_key,))
-    block_size = BLOCK_SIZE if block_size is None else int(block_size)
-    halo = LABELS_HALO if halo is None else int(halo)
-    if block_size < 64 or halo < 0:
-        raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
+    block_size, halo = block_options(block_size, halo)
     data = image.data
     warn_missing_pixels(data, image_key)
     params = {"threshold": threshold, "smooth": smooth, "erosion_radius": erosion_radius,

@@ -64,7 +64,7 @@ def refine_labels(
     The refined label array for array input; None for SpatialData input (element added).
     """
     from .._settings import settings
-    from ..blockwise import BLOCK_SIZE, LABELS_HALO, Scratch, block_grid, map_blocks, warm_up
+    from ..blockwise import Scratch, block_grid, block_options, map_blocks, warm_up
     from ..models._levelset import refine_label_image, refine_window
     from ._cells import labels_from_raster, settle_labels
 
@@ -73,10 +73,7 @@ def refine_labels(
         return refine_label_image(np.asarray(data), **params)
     if labels_key is None:
         raise ValueError("Pass `labels_key` to say which labels element to refine.")
-    block_size = BLOCK_SIZE if block_size is None else int(block_size)
-    halo = LABELS_HALO if halo is None else int(halo)
-    if block_size < 64 or halo < 0:
-        raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
+    block_size, halo = block_options(block_size, halo)
     labels_key, element, source = label_source(data, labels_key)
     name = key_added or f"{labels_key}_refined"
     check_free(data, [name], overwrite=overwrite, inputs=(labels_key,))

@@ -366,19 +366,15 @@ def segment(
         raise ValueError("The SpatialData object has no points element: GeneSegNet needs the transcripts.")
     # Fail before the expensive part if the outputs exist.
     _check_outputs(sdata, key_added, _default_points(sdata, points_key), overwrite=overwrite, with_labels=True)
-    from ..blockwise import BLOCK_SIZE, warm_up
+    from ..blockwise import Scratch, block_options, warm_up
 
-    block_size = BLOCK_SIZE if block_size is None else int(block_size)
-    if block_size < 64 or halo < 0:
-        raise ValueError(f"`block_size` must be >= 64 and `halo` >= 0, got {block_size} and {halo}.")
+    block_size, halo = block_options(block_size, halo)
     warm_up(client)
 
     t0 = time.perf_counter()
     options = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "blending": blending}
     decode = {"mask_threshold": mask_threshold, "center_threshold": center_threshold, "nms_size": nms_size,
               "min_area": min_area}  # fmt: skip
-    from ..blockwise import Scratch
-
     with Scratch() as scratch:
         scratch.share_with(client, sdata.path)
         run = decode_blockwise(
