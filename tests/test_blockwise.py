@@ -164,3 +164,29 @@ def test_second_step_after_a_cell_id_column_on_partitioned_points(tmp_path):
     np.testing.assert_array_equal(again.X.toarray(), first.X.toarray())
     points = sdata["transcripts"].compute()
     np.testing.assert_array_equal(points["again_cell_id"].to_numpy(), points["genesegnet_cell_id"].to_numpy())
+
+
+def test_cell_id_column_is_right_in_every_partition_read_on_its_own(tmp_path):
+    """``points.partitions[i]`` after segment: each partition carries its own rows' cell ids.
+
+    The column used to be computed from the partition number, and a selected partition is
+    numbered 0, so partition 1 read on its own got partition 0's ids (or a length error).
+    """
+    import spatialdata as sd
+
+    import gsn
+
+    path = gsn.datasets.synthetic_slide(tmp_path / "slide.zarr", (256, 256), tile=128, seed=1)
+    sdata = sd.read_zarr(path)
+    transform_before = sd.transformations.get_transformation(sdata["transcripts"], get_all=True)
+    attrs_before = dict(sdata["transcripts"].attrs["spatialdata_attrs"])
+    gsn.tl.segment(sdata, block_size=128)
+    points = sdata["transcripts"]
+    column = "genesegnet_cell_id"
+    whole = points.compute()[column].to_numpy()
+    pieces = [points.partitions[i].compute()[column].to_numpy() for i in range(points.npartitions)]
+    assert points.npartitions == 4 and len({len(p) for p in pieces}) > 1
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    assert (whole > 0).mean() > 0.3
+    assert sd.transformations.get_transformation(points, get_all=True).keys() == transform_before.keys()
+    assert points.attrs["spatialdata_attrs"] == attrs_before

@@ -143,8 +143,8 @@ class TranscriptIndex:
         in_memory = 0
         # Workers that read their own windows (a shared scratch folder) need every run on disk.
         limit = 0 if getattr(scratch, "shared", False) else IN_MEMORY_BYTES
-        # One delayed object per partition, not ``points.partitions[i]``: a selected partition is
-        # numbered 0, which breaks columns built per partition number (as gsn's cell id column is).
+        # One delayed object per partition: each is read once, in order, without the client
+        # building a selection expression per partition.
         selected = points[["x", "y", col]]
         parts = selected.to_delayed() if hasattr(selected, "to_delayed") else [selected]
         for part in parts:
@@ -216,10 +216,11 @@ def _gene_names(points, col: str) -> pd.Index:
     # In this process, like every read of the driver: with a distributed Client active, dask would
     # otherwise send this one pass over the points to the cluster as a shuffle (slower on one machine).
     with dask.config.set({"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}):
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            if hasattr(column, "cat") and hasattr(column.cat, "known") and not column.cat.known:
-                column = column.cat.as_known()
+        known = not (hasattr(column, "cat") and hasattr(column.cat, "known") and not column.cat.known)
+        if isinstance(column.dtype, pd.CategoricalDtype) and known:
             return pd.Index(column.cat.categories.astype(str))
+        # Categories unknown to dask (points read from parquet) or plain strings: the sorted names
+        # present, so the gene order does not depend on how the element's graph was built.
         values = column.dropna().unique()
         values = values.compute() if hasattr(values, "compute") else values
     return pd.Index(sorted(str(v) for v in values))

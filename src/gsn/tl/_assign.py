@@ -40,20 +40,35 @@ def _cell_ids(sdata: sd.SpatialData, labels_key: str | None, points_key: str | N
 def set_points_column(sdata: sd.SpatialData, points_key: str, column: str, values: np.ndarray) -> None:
     """Attach a per-row array as a new column of a (dask) points element, keeping its metadata.
 
-    ``ddf[col] = ...`` (not ``assign``) keeps the transformations; the values are split along the
-    element's partitions so the column stays aligned with the rows.
+    Each partition gets its own slice of ``values`` as a task of its own, so the column stays
+    aligned with the rows however the element is read later (``points.partitions[i]`` included:
+    a column computed from ``partition_info`` would see a selected partition numbered 0). The
+    element's ``attrs`` (transformations, feature and instance keys) are carried over.
     """
+    import dask
+    import dask.dataframe as dd
+
     points = sdata.points[points_key]
     lengths = points.map_partitions(len).compute(scheduler="synchronous").to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     if offsets[-1] != len(values):
         raise ValueError(f"{len(values)} values for {offsets[-1]} transcripts in {points_key!r}.")
 
-    def take(part: pd.DataFrame, partition_info=None) -> pd.Series:
-        i = partition_info["number"] if partition_info is not None else 0
-        return pd.Series(values[offsets[i] : offsets[i + 1]], index=part.index, name=column)
+    meta = points._meta.copy()
+    meta[column] = values[:0]
+    parts = [
+        dask.delayed(_with_column)(part, column, values[offsets[i] : offsets[i + 1]])
+        for i, part in enumerate(points.to_delayed())
+    ]
+    out = dd.from_delayed(parts, meta=meta, divisions=points.divisions, verify_meta=False)
+    out.attrs.update(points.attrs)
+    sdata.points[points_key] = out
 
-    points[column] = points.map_partitions(take, meta=(column, values.dtype))
+
+def _with_column(part: pd.DataFrame, column: str, values: np.ndarray) -> pd.DataFrame:
+    part = part.copy()
+    part[column] = values
+    return part
 
 
 def assign_transcripts(
