@@ -118,3 +118,61 @@ def test_compare_reports_mecr_with_shared_markers():
     rows = table[table.metric == "mecr"].set_index("key")["value"]
     assert rows["nuclei"] == pytest.approx(gsn.tl.mecr(sdata, "nuclei", markers))
     assert rows["grown"] == pytest.approx(gsn.tl.mecr(sdata, "grown", markers))
+
+
+def test_whole_cell_labels_are_regrown_from_their_cores():
+    """Labels that already are whole cells hold most transcripts: they are eroded to cores and regrown.
+
+    Cells drawn 3 px too large (into the background) shrink back to where the transcripts end; the
+    same labels called nuclei may only grow.
+    """
+    from skimage.segmentation import expand_labels
+
+    nuclei, x, y, cell1, cell2 = _two_cells(rate_in=0.5, rate_bg=0.01)
+    truth = np.where(cell1, 1, 0) + np.where(cell2, 2, 0)
+    too_big = expand_labels(truth, 3)
+    regrown, report = grow_labels(too_big, x, y, pixel_size=0.5, max_distance=10.0)
+    assert report.kind == "cells" and report.fraction_in_labels > 0.75
+    assert report.eroded_px == pytest.approx(3.0)
+    as_nuclei, nuclei_report = grow_labels(too_big, x, y, pixel_size=0.5, max_distance=10.0, kind="nuclei")
+    assert nuclei_report.kind == "nuclei" and np.all(as_nuclei[too_big > 0] == too_big[too_big > 0])
+    for cid, cell in ((1, cell1), (2, cell2)):
+        iou = np.sum((regrown == cid) & cell) / np.sum((regrown == cid) | cell)
+        before = np.sum((too_big == cid) & cell) / np.sum((too_big == cid) | cell)
+        assert iou > before + 0.05 and iou > 0.85, (cid, before, iou)
+    # nuclei (a minority of the molecules) are judged nuclei and keep every pixel
+    grown, auto = grow_labels(nuclei, x, y, pixel_size=0.5, max_distance=10.0)
+    assert auto.kind == "nuclei" and auto.fraction_in_labels < 0.6
+    assert np.all(grown[nuclei > 0] == nuclei[nuclei > 0])
+    with pytest.raises(ValueError, match="kind"):
+        grow_labels(nuclei, x, y, kind="membrane")
+
+
+def test_cores_keep_every_cell_and_do_not_depend_on_the_blocks():
+    from gsn.blockwise import Window
+    from gsn.models._growth import erode_kernel
+
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:25, 5:25] = 1
+    labels[5:25, 25:45] = 2  # touching 1: their shared border counts as an edge
+    labels[30:32, 10:50] = 3  # 2 px thin: keeps its deepest pixels
+    whole = Window(0, 40, 0, 60)
+    cores = erode_kernel(labels, whole, whole, 3.0)
+    assert set(np.unique(cores)) == {0, 1, 2, 3}
+    assert np.all(cores[labels == 0] == 0) and np.all(cores[cores > 0] == labels[cores > 0])
+    assert not (cores[:28, 22:28] > 0).any()  # 3 px off the shared border on both sides
+    assert np.sum(cores == 1) == 14 * 14
+    # a core window inside a larger window gives the same pixels as the whole image
+    core = Window(10, 30, 20, 40)
+    np.testing.assert_array_equal(erode_kernel(labels, whole, core, 3.0), cores[10:30, 20:40])
+
+
+def test_grow_cells_on_whole_cells_does_not_depend_on_the_blocks():
+    sdata = gsn.datasets.synthetic(shape=(256, 256), transcripts_per_cell=60.0, seed=5)
+    gsn.tl.grow_cells(sdata, "truth_labels", key_added="one")
+    gsn.tl.grow_cells(sdata, "truth_labels", key_added="blocks", block_size=96)
+    growth = sdata["one_table"].uns["genesegnet"]["growth"]
+    assert growth["kind"] == "cells" and growth["eroded_px"] > 0
+    np.testing.assert_array_equal(np.asarray(sdata["blocks_labels"].values), np.asarray(sdata["one_labels"].values))
+    with pytest.raises(ValueError, match="kind"):
+        gsn.tl.grow_cells(sdata, "truth_labels", key_added="bad", kind="whole")

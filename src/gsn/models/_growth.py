@@ -4,6 +4,11 @@ The network and the level set of the paper see masks; neither tells how far a ce
 its nucleus. The transcripts do: a cell's cytoplasm holds molecules at a higher rate than the
 background. Growth turns nucleus-like labels plus transcript positions into whole-cell labels:
 
+0. **Nuclei or whole cells?** Labels that already are whole cells (a network trained on cells, a
+   vendor's cell segmentation) hold most of the molecules; nuclei hold less than half (the same
+   rule as ``gsn.tl.train``'s ``prior="auto"``). Whole cells are eroded to their cores first and
+   regrown like nuclei, so the transcripts (and the composition step) redraw their borders instead
+   of only adding pixels around them. Nucleus labels are grown as they are.
 1. **Rates.** The in-cell rate is measured on a thin ring just outside the nuclei (nuclei of real
    data are often crowded with molecules, the cytoplasm less so); the background rate on pixels far
    from every nucleus whose smoothed density is below half-way between the two, iterated.
@@ -23,7 +28,8 @@ background. Growth turns nucleus-like labels plus transcript positions into whol
 Whole slides are grown block by block: four per-block kernels (:func:`stats_kernel`,
 :func:`sectors_kernel`, :func:`extent_kernel`, :func:`compose_kernel`) each read one block's window and
 return results for its core; between them, the sample-wide quantities (rates, the prior on extents,
-cell types) are fitted from what the blocks returned (:class:`Growth`). Every quantity a core pixel
+cell types) are fitted from what the blocks returned (:class:`Growth`); whole cells first pass
+through :func:`erode_kernel` and the rates are fitted again on their cores. Every quantity a core pixel
 depends on lies within :meth:`Growth.halo` of it, so the result does not depend on the block size.
 :func:`grow_labels` runs the same kernels on a whole image held in memory.
 """
@@ -42,6 +48,12 @@ from ..blockwise import Window
 
 # Ring just outside the nuclei on which the in-cell rate is measured (microns).
 _RING_UM = 1.5
+NUCLEI_FRACTION = 0.6
+"""Labels holding less than this fraction of the transcripts on the image are nuclei, others whole cells."""
+# Whole-cell labels are eroded by this much (microns) before they are grown.
+_ERODE_UM = 1.5
+KINDS = ("auto", "nuclei", "cells")
+"""What the labels to grow are: judged from the data (``"auto"``), nuclei, or whole cells."""
 # Smoothing of the transcript density used to tell background from cells (microns).
 _DENSITY_SIGMA_UM = 2.0
 # Each sector should expect this many cytoplasm molecules; bounds on the number of sectors.
@@ -83,6 +95,9 @@ class GrowthReport:
     n_cells: int
     prior_extent_px: float = 0.0
     pixels_moved_by_composition: int = 0
+    kind: str = "nuclei"
+    fraction_in_labels: float = float("nan")
+    eroded_px: float = 0.0
 
     def as_dict(self) -> dict:
         """Return a plain dictionary (for ``uns``)."""
@@ -186,12 +201,24 @@ class Growth:
     diameter: int = 0
     types: np.ndarray | None = None
     logodds: np.ndarray | None = None
+    fraction_in_labels: float = float("nan")
+    kind: str = "nuclei"
+    eroded_px: float = 0.0
 
     @classmethod
     def start(cls, pixel_size: float | None, max_distance: float, *, quantile: float = 0.5, seed: int = 0) -> Growth:
         """Start the growth of labels at ``pixel_size`` microns (0.2 when unknown) up to ``max_distance`` microns."""
         px = 0.2 if pixel_size is None else float(pixel_size)
         return cls(pixel_size=px, cap=max(1.0, max_distance / px), quantile=quantile, seed=seed)
+
+    def looks_whole(self) -> bool:
+        """Whether the labels already are whole cells: they hold most transcripts (after :meth:`fit_rates`)."""
+        return bool(np.isfinite(self.fraction_in_labels) and self.fraction_in_labels >= NUCLEI_FRACTION)
+
+    @property
+    def erode_px(self) -> float:
+        """Depth (px) whole-cell labels are eroded to before growing."""
+        return _ERODE_UM / self.pixel_size
 
     @property
     def ring_px(self) -> float:
@@ -246,6 +273,8 @@ class Growth:
                 break
         rate_bg = max(rate_bg, _MIN_BG_FRACTION * rate_in, 1e-9)
         self.rate_in, self.rate_bg = float(max(rate_in, 2.0 * rate_bg)), float(rate_bg)
+        if total_sum:
+            self.fraction_in_labels = float(sum(s["labels_sum"] for s in stats) / total_sum)
 
         ids = np.concatenate([s["ids"] for s in stats]).astype(np.int64)
         cells, inverse = compact(ids)
@@ -332,7 +361,8 @@ class Growth:
         """Return what was estimated, for ``uns``."""
         prior_extent = float(np.sum(self.prior * np.arange(len(self.prior)))) if self.prior is not None else 0.0
         return GrowthReport(self.pixel_size, self.cap, self.rate_in, self.rate_bg, self.n_sectors, self.n_types,
-                            len(self.cell_ids), prior_extent, moved)  # fmt: skip
+                            len(self.cell_ids), prior_extent, moved, self.kind, self.fraction_in_labels,
+                            self.eroded_px)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -349,6 +379,7 @@ def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Windo
     bins = _density_bin(density)
     out = {
         "ring_sum": float(cnt[ring].sum()), "ring_area": int(ring.sum()),
+        "labels_sum": float(cnt[dist == 0].sum()),
         "total_sum": float(cnt.sum()), "total_area": int(cnt.size),
         "far_sum": np.bincount(bins, weights=cnt[far], minlength=_N_DENSITY_BINS),
         "far_area": np.bincount(bins, minlength=_N_DENSITY_BINS).astype(np.float64),
@@ -369,6 +400,29 @@ def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Windo
         fn.at(arr, inv, values + (core.y0 if "row" in name else core.x0))
         out[name] = arr
     return out  # fmt: skip
+
+
+def erode_labels(labels: np.ndarray, depth: float) -> np.ndarray:
+    """Return each cell's pixels at least ``depth`` px inside it (its core).
+
+    Depth counts from the cell's own border, background or another cell, so a gap opens where
+    cells touch. A cell thinner than ``2 depth`` keeps its deepest pixels: no cell is lost.
+    """
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    _, inverse = compact(labels)
+    inside = (labels > 0) & ~find_boundaries(labels, mode="inner")
+    d = ndi.distance_transform_edt(inside).astype(np.float32)
+    deepest = np.zeros(int(inverse.max()) + 1 if inverse.size else 0, np.float32)
+    np.maximum.at(deepest, inverse.ravel(), d.ravel())
+    keep = (d >= np.minimum(np.float32(depth), deepest[inverse])) & (labels > 0)
+    return np.where(keep, labels, 0).astype(labels.dtype, copy=False)
+
+
+def erode_kernel(labels: np.ndarray, window: Window, core: Window, depth: float) -> np.ndarray:
+    """Return the cores (:func:`erode_labels`) on ``core``; exact when the window holds the core's cells whole."""
+    return erode_labels(labels, depth)[core.within(window)].astype(np.int32)
 
 
 def _sector_tables(growth: Growth, geo: _Geometry, counts: np.ndarray, window: Window, local: np.ndarray, where):
@@ -639,7 +693,8 @@ def _fill_small_holes(labels: np.ndarray, max_area: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- driver
 def grow_blockwise(
     source, index, *, pixel_size: float | None, max_distance: float = 8.0, quantile: float = 0.5,
-    composition: bool = True, seed: int = 0, scratch, block_size: int, client=None, progress: bool = True,
+    composition: bool = True, kind: str = "auto", seed: int = 0, scratch, block_size: int, client=None,
+    progress: bool = True,
 ):  # fmt: skip
     """Grow the nucleus labels of ``source`` (``.shape``, ``.read(window)``) with the transcripts of ``index``.
 
@@ -669,6 +724,25 @@ def grow_blockwise(
                        workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
     growth.fit_rates(stats)
     del stats
+    if len(growth.cell_ids) and (kind == "cells" or (kind == "auto" and growth.looks_whole())):
+        # whole cells: grow from their cores, with rates measured around the cores
+        cores = scratch.raster("cores", shape, np.int32, chunk=block_size)
+        erode_halo = growth.diameter + int(np.ceil(growth.erode_px)) + 2
+
+        def erode_inputs(block):
+            window = block.grow(erode_halo, shape)
+            return source.read(window), window, block, growth.erode_px
+
+        map_blocks(erode_kernel, blocks, erode_inputs, write=cores, client=client, workers_read=scratch.shared,
+                   progress=progress, desc="growth: cores")  # fmt: skip
+        fraction, source = growth.fraction_in_labels, RasterSource(cores)
+        growth = Growth.start(pixel_size, max_distance, quantile=quantile, seed=seed)
+        growth.kind, growth.eroded_px = "cells", _ERODE_UM / growth.pixel_size
+        stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
+                           workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
+        growth.fit_rates(stats)
+        growth.fraction_in_labels = fraction
+        del stats
     if not len(growth.cell_ids):
         return source, growth.report(), 0
     if index.n_inside == 0:
@@ -727,6 +801,7 @@ def grow_labels(
     max_distance: float = 8.0,
     quantile: float = 0.5,
     composition: bool = True,
+    kind: str = "auto",
     seed: int = 0,
 ) -> tuple[np.ndarray, GrowthReport]:
     """Grow nucleus-like labels into whole cells with the transcripts.
@@ -750,6 +825,10 @@ def grow_labels(
         Posterior quantile of each sector's extent (higher: larger cells).
     composition
         Let gene composition move the borders between touching cells.
+    kind
+        What the labels are: ``"nuclei"`` (grown as they are), ``"cells"`` (already whole cells:
+        eroded by 1.5 µm to their cores, then grown, so the transcripts redraw their borders) or
+        ``"auto"`` (cells when the labels hold at least 0.6 of the transcripts on the image).
     seed
         Seed of the clustering.
 
@@ -757,6 +836,8 @@ def grow_labels(
     -------
     The whole-cell labels (same ids as ``nuclei``, int32) and a :class:`GrowthReport`.
     """
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
     from ..blockwise import ArraySource, Scratch, Transcripts
 
     nuclei = np.asarray(nuclei)
@@ -769,7 +850,7 @@ def grow_labels(
     with Scratch(in_memory_bytes=1 << 62) as scratch:
         grown, report, _ = grow_blockwise(
             ArraySource(nuclei.astype(np.int64)), index, pixel_size=pixel_size, max_distance=max_distance,
-            quantile=quantile, composition=composition and genes is not None, seed=seed, scratch=scratch,
+            quantile=quantile, composition=composition and genes is not None, kind=kind, seed=seed, scratch=scratch,
             block_size=max(h, w, 1), progress=False,
         )  # fmt: skip
         out = grown.read(Window(0, h, 0, w)).astype(np.int32)

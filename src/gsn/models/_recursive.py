@@ -101,20 +101,6 @@ def resolve_refine(refine: str | bool) -> str:
     return refine
 
 
-def erode_labels(labels: np.ndarray, n_px: int) -> np.ndarray:
-    """Peel ``n_px`` pixel layers off every cell (also where cells touch); cells that would vanish stay whole."""
-    from skimage.segmentation import find_boundaries
-
-    out = np.array(labels, copy=True)
-    for _ in range(max(0, int(n_px))):
-        out[find_boundaries(out, mode="inner")] = 0
-    lost = np.setdiff1d(np.unique(labels), np.unique(out))
-    if lost.size:
-        keep = np.isin(labels, lost)
-        out[keep] = labels[keep]
-    return out
-
-
 def update_labels(
     model: GeneSegNetModel,
     inputs: np.ndarray,
@@ -150,12 +136,13 @@ def update_labels(
     maps = predict_maps(model.net, inputs, tile=tile, device=device, progress=False)
     labels = decode_instances(maps.mask, maps.center, maps.offsets, **dict(decode or {}))
     if labels.any() and mode == "grow":
-        from ._growth import grow_labels
+        from ._growth import erode_labels, grow_labels
 
         px = 0.2 if pixel_size is None else float(pixel_size)
         anchors = erode_labels(labels, int(round(ANCHOR_EROSION_UM / px)))
         x, y, genes = transcripts
-        labels, _ = grow_labels(anchors, x, y, genes, pixel_size=px, max_distance=max_distance, seed=seed)
+        labels, _ = grow_labels(anchors, x, y, genes, pixel_size=px, max_distance=max_distance, kind="nuclei",
+                                seed=seed)  # fmt: skip
     if labels.any() and (mode == "levelset" or (mode == "grow" and smooth)):
         labels = refine_label_image(labels, nu=nu, lambda1=lambda1, lambda2=lambda2, n_iter=n_iter)
     if labels.any():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import spatialdata as sd
 from spatialdata.models import Labels2DModel
@@ -24,6 +26,7 @@ def grow_cells(
     max_distance: float = 8.0,
     quantile: float = 0.5,
     composition: bool = True,
+    kind: Literal["auto", "nuclei", "cells"] = "auto",
     pixel_size: float | None = None,
     seed: int = 0,
     overwrite: bool = False,
@@ -60,6 +63,13 @@ def grow_cells(
         Posterior quantile of each extent, in (0, 1): higher gives larger cells.
     composition
         Let gene composition move the borders between touching cells.
+    kind
+        What the labels are. ``"nuclei"``: each keeps its pixels and grows. ``"cells"``: they already
+        are whole cells (a vendor's cells, a network trained on cells); each is eroded by 1.5 µm to
+        its core and grown from there, so the transcripts redraw its border instead of only adding
+        to it. ``"auto"`` (default): cells when the labels hold at least half of the transcripts on the
+        image (the rule of :func:`gsn.tl.train`'s ``prior="auto"``); the decision and the fraction
+        go into ``uns``.
     pixel_size
         Microns per pixel of the labels, overriding their transformation.
     seed
@@ -82,7 +92,7 @@ def grow_cells(
     """
     from .._settings import settings
     from ..blockwise import BLOCK_SIZE, Scratch, warm_up
-    from ..models._growth import grow_blockwise
+    from ..models._growth import KINDS, grow_blockwise
     from ._cells import (
         _check_outputs,
         _default_points,
@@ -94,6 +104,8 @@ def grow_cells(
     )  # fmt: skip
     from ._segment import image_pixel_size
 
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
     if not 0 < quantile < 1:
         raise ValueError(f"`quantile` must be in (0, 1), got {quantile!r}.")
     if not np.isfinite(max_distance) or max_distance <= 0:
@@ -122,7 +134,7 @@ def grow_cells(
         index = transcript_index(sdata, points_key, element, labels_key, scratch=scratch)
         grown, report, halo = grow_blockwise(
             source, index, pixel_size=px, max_distance=max_distance, quantile=quantile, composition=composition,
-            seed=seed, scratch=scratch, block_size=block_size, client=client, progress=settings.progress,
+            kind=kind, seed=seed, scratch=scratch, block_size=block_size, client=client, progress=settings.progress,
         )  # fmt: skip
         uns = {"method": "grow_cells", "growth": report.as_dict(), "max_distance": max_distance, "quantile": quantile}
         out = scratch.raster("labels", source.shape, np.int32, chunk=block_size, keep=True)

@@ -150,10 +150,12 @@ def train(
         labels exceeds this (0.93 in the paper), or after ``max_rounds``.
     prior
         What ``labels_key`` holds: ``"nuclei"``, ``"cells"`` (whole cells), or ``"auto"`` (default):
-        nuclei when they hold less than half of the transcripts on the image (whole cells hold
-        most; nuclei typically a third), decided per sample and logged. A choice that disagrees
-        with that fraction is warned about. Recorded as ``train_params["labels_kind"]``, which
-        :func:`gsn.tl.segment` reads to grow whole-cell models' cells from eroded anchors.
+        nuclei when they hold less than 0.6 of the transcripts on the image (whole cells hold
+        most; nuclei of the real crops 0.39-0.42), decided per sample and logged. A choice that
+        disagrees with that fraction is warned about. Recorded as ``train_params["labels_kind"]``.
+        :func:`gsn.tl.segment` judges the cells it decodes by the same rule: a model that draws
+        whole cells has them eroded to their cores and regrown (:func:`gsn.tl.grow_cells`'s
+        ``kind``).
     grow_prior
         Grow nucleus labels into whole cells with the transcripts (``max_distance``) before round 1,
         so the network learns whole cells. Off by default: fine-tuned for a few hundred CPU steps on
@@ -351,8 +353,6 @@ FINE_TUNE_LR = 2e-4
 """Learning rate when ``train`` starts from a trained model and ``lr`` is not given."""
 
 PRIORS = ("auto", "nuclei", "cells")
-NUCLEI_FRACTION = 0.5
-"""``prior="auto"``: labels holding less than this fraction of the image's transcripts are nuclei."""
 
 
 def _model_frame_transcripts(sdata: sd.SpatialData, prep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -382,7 +382,7 @@ def _prepare_prior(labels, transcripts, pixel_size, *, prior, grow, max_distance
     """Round 1's labels and what they are (``"nuclei"`` or ``"cells"``); nuclei grown into cells if ``grow``."""
     from skimage.segmentation import relabel_sequential
 
-    from ..models._growth import grow_labels
+    from ..models._growth import NUCLEI_FRACTION, grow_labels
 
     x, y, genes = transcripts
     frac = _fraction_inside(labels, x, y)
