@@ -167,12 +167,21 @@ def test_cores_keep_every_cell_and_do_not_depend_on_the_blocks():
     np.testing.assert_array_equal(erode_kernel(labels, whole, core, 3.0), cores[10:30, 20:40])
 
 
-def test_grow_cells_on_whole_cells_does_not_depend_on_the_blocks():
+def test_grow_cells_on_whole_cells_does_not_depend_on_the_blocks_or_workers():
+    """Whole cells take the extra passes (cores, rates again): same labels from one block, from
+    blocks, and from blocks on 2 dask workers that cut their own windows."""
+    from distributed import Client, LocalCluster
+
     sdata = gsn.datasets.synthetic(shape=(256, 256), transcripts_per_cell=60.0, seed=5)
     gsn.tl.grow_cells(sdata, "truth_labels", key_added="one")
     gsn.tl.grow_cells(sdata, "truth_labels", key_added="blocks", block_size=96)
     growth = sdata["one_table"].uns["genesegnet"]["growth"]
     assert growth["kind"] == "cells" and growth["eroded_px"] > 0
-    np.testing.assert_array_equal(np.asarray(sdata["blocks_labels"].values), np.asarray(sdata["one_labels"].values))
+    one = np.asarray(sdata["one_labels"].values)
+    np.testing.assert_array_equal(np.asarray(sdata["blocks_labels"].values), one)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        gsn.tl.grow_cells(sdata, "truth_labels", key_added="dask", block_size=96, client=client)
+    np.testing.assert_array_equal(np.asarray(sdata["dask_labels"].values), one)
     with pytest.raises(ValueError, match="kind"):
         gsn.tl.grow_cells(sdata, "truth_labels", key_added="bad", kind="whole")

@@ -126,6 +126,17 @@ class Scratch:
             self.in_memory_bytes = 0
         return self.shared
 
+    @classmethod
+    def shared_with(cls, client, store=None) -> Scratch:
+        """Return a new scratch folder, shared with the workers of ``client`` where they see it (:meth:`share_with`)."""
+        scratch = cls()
+        try:
+            scratch.share_with(client, store)
+        except BaseException:
+            scratch.close()
+            raise
+        return scratch
+
     def __enter__(self) -> Scratch:
         return self
 

@@ -273,8 +273,7 @@ def watershed(
     warn_missing_pixels(data, image_key)
     params = {"threshold": threshold, "smooth": smooth, "erosion_radius": erosion_radius,
               "min_distance": min_distance, "min_area": min_area}  # fmt: skip
-    with Scratch() as scratch:
-        scratch.share_with(client, sdata.path)
+    with Scratch.shared_with(client, sdata.path) as scratch:
         out = scratch.raster("labels", tuple(int(s) for s in data.shape[-2:]), np.int32, chunk=block_size, keep=True)
         kept = watershed_blocks(data, out, params, block_size=block_size, halo=halo, client=client,
                                 workers_read=scratch.shared)  # fmt: skip

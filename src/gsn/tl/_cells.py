@@ -228,8 +228,7 @@ def cells_from_labels(
     points_key = _default_points(sdata, points_key)
     with_labels = Key.labels(key) != labels_key
     _check_outputs(sdata, key, points_key, overwrite=overwrite, with_labels=with_labels, inputs=(labels_key,))
-    with Scratch() as scratch:
-        scratch.share_with(client, sdata.path)
+    with Scratch.shared_with(client, sdata.path) as scratch:
         boundaries, table, points_key, ids, _ = _segmentation_elements(
             sdata, source, labels_element, labels_name=labels_key, points_key=points_key, key=key,
             uns={"method": "cells_from_labels"}, block_size=block_size, halo=halo, client=client, scratch=scratch,

@@ -129,8 +129,7 @@ def grow_cells(
         )  # fmt: skip
     transformations = get_transformation(element, get_all=True)
     warm_up(client)
-    with Scratch() as scratch:
-        scratch.share_with(client, sdata.path)
+    with Scratch.shared_with(client, sdata.path) as scratch:
         index = transcript_index(sdata, points_key, element, labels_key, scratch=scratch)
         grown, report, halo = grow_blockwise(
             source, index, pixel_size=px, max_distance=max_distance, quantile=quantile, composition=composition,

@@ -85,8 +85,7 @@ def refine_labels(
         window = block.grow(halo, shape)
         return source.read(window), window, block, shape, params
 
-    with Scratch() as scratch:
-        scratch.share_with(client, data.path)
+    with Scratch.shared_with(client, data.path) as scratch:
         out = scratch.raster("labels", shape, np.int32, chunk=block_size, keep=True)
         cut = map_blocks(refine_window, blocks, inputs, write=out, client=client, workers_read=scratch.shared,
                          progress=settings.progress, desc="level set")  # fmt: skip

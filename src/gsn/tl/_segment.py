@@ -378,8 +378,7 @@ def segment(
     options = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "blending": blending}
     decode = {"mask_threshold": mask_threshold, "center_threshold": center_threshold, "nms_size": nms_size,
               "min_area": min_area}  # fmt: skip
-    with Scratch() as scratch:
-        scratch.share_with(client, sdata.path)
+    with Scratch.shared_with(client, sdata.path) as scratch:
         run = decode_blockwise(
             sdata, model, image_key=image_key, points_key=points_key, channels=channels, pixel_size=pixel_size,
             device=device, options=options, decode=decode, block_size=block_size, halo=halo, client=client,
