@@ -1,8 +1,9 @@
 """Whole cells, not nuclei: transcript-aware growth against nuclei expansion, on synthetic truth and real crops.
 
-Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--train] [--seeds 101 102] [--model FILE]``
-(both parts by default; about 5 minutes on a 2-core CPU without ``--train``, which adds own-sample
-training, ``gsn.tl.train`` with its defaults on each sample's own prior, a few minutes per sample).
+Run: ``python benchmarks/bench_whole_cells.py [--synthetic] [--real] [--train] [--seeds 101 102]
+[--regimes sparse dense ...] [--model FILE]`` (both parts by default; about 5 minutes on a 2-core
+CPU without ``--train``, which adds own-sample training, ``gsn.tl.train`` with its defaults on each
+sample's own prior, about 8.5 minutes per sample).
 
 Synthetic (held-out seeds, never used to choose any constant of the method): sparse (about 30
 transcripts per cell) and dense (about 200) tissue, 512 x 512 px at 0.5 µm, each also in the harder
@@ -66,8 +67,11 @@ def _own_training(sdata) -> tuple[object, float]:
     return model, time.perf_counter() - t0
 
 
-def synthetic_part(seeds: list[int], train: bool = False, segment_model=None) -> list[dict]:
-    """Mean truth scores per regime over the seeds."""
+REGIMES = ("sparse", "dense", "hard sparse", "hard dense")
+
+
+def synthetic_part(seeds: list[int], train: bool = False, segment_model=None, only=REGIMES) -> list[dict]:
+    """Mean truth scores per regime (those in ``only``) over the seeds."""
     from skimage.segmentation import expand_labels
 
     import gsn
@@ -76,6 +80,8 @@ def synthetic_part(seeds: list[int], train: bool = False, segment_model=None) ->
     regimes = {"sparse": {"transcripts_per_cell": 30.0}, "dense": {"transcripts_per_cell": 200.0}}
     regimes.update({f"hard {k}": {**v, **gsn.datasets.HARD} for k, v in list(regimes.items())})
     for regime, kw in regimes.items():
+        if regime not in only:
+            continue
         acc: dict[str, list[dict]] = {}
         for seed in seeds:
             sdata = gsn.datasets.synthetic(shape=(512, 512), seed=seed, **kw)
@@ -193,13 +199,18 @@ def main() -> None:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--train", action="store_true", help="add own-sample training rows (slow)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES, metavar="REGIME",
+                        help=f"synthetic regimes to run, of {REGIMES}")  # fmt: skip
     parser.add_argument("--model", default=None, help="weights file for the segment rows (default: the shipped model)")
     args = parser.parse_args()
     both = not (args.synthetic or args.real)
     logging.getLogger("gsn").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     if both or args.synthetic:
-        _print(synthetic_part(args.seeds, args.train, args.model), f"Synthetic, held-out seeds {args.seeds} (means)")
+        _print(
+            synthetic_part(args.seeds, args.train, args.model, args.regimes),
+            f"Synthetic, held-out seeds {args.seeds} (means)",
+        )
     if both or args.real:
         _print(real_part(args.train, args.model), "Real crops (markers from the prior's cells, shared by every row)")
 

@@ -5,10 +5,11 @@ its nucleus. The transcripts do: a cell's cytoplasm holds molecules at a higher 
 background. Growth turns nucleus-like labels plus transcript positions into whole-cell labels:
 
 0. **Nuclei or whole cells?** Labels that already are whole cells (a network trained on cells, a
-   vendor's cell segmentation) hold most of the molecules; nuclei hold less than half (the same
-   rule as ``gsn.tl.train``'s ``prior="auto"``). Whole cells are eroded to their cores first and
-   regrown like nuclei, so the transcripts (and the composition step) redraw their borders instead
-   of only adding pixels around them. Nucleus labels are grown as they are.
+   vendor's cell segmentation) hold most of the molecules; nuclei hold less than
+   :data:`NUCLEI_FRACTION` (the same rule as ``gsn.tl.train``'s ``prior="auto"``). Whole cells are
+   eroded to their cores first and regrown like nuclei, so the transcripts (and the composition
+   step) redraw their borders instead of only adding pixels around them. Nucleus labels are grown
+   as they are.
 1. **Rates.** The in-cell rate is measured on a thin ring just outside the nuclei (nuclei of real
    data are often crowded with molecules, the cytoplasm less so); the background rate on pixels far
    from every nucleus whose smoothed density is below half-way between the two, iterated.
@@ -737,7 +738,7 @@ def grow_blockwise(
                    progress=progress, desc="growth: cores")  # fmt: skip
         fraction, source = growth.fraction_in_labels, RasterSource(cores)
         growth = Growth.start(pixel_size, max_distance, quantile=quantile, seed=seed)
-        growth.kind, growth.eroded_px = "cells", _ERODE_UM / growth.pixel_size
+        growth.kind, growth.eroded_px = "cells", growth.erode_px
         stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
                            workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
         growth.fit_rates(stats)
