@@ -67,7 +67,7 @@ def grow_cells(
         What the labels are. ``"nuclei"``: each keeps its pixels and grows. ``"cells"``: they already
         are whole cells (a vendor's cells, a network trained on cells); each is eroded by 1.5 µm to
         its core and grown from there, so the transcripts redraw its border instead of only adding
-        to it. ``"auto"`` (default): cells when the labels hold at least half of the transcripts on the
+        to it. ``"auto"`` (default): cells when the labels hold at least 0.6 of the transcripts on the
         image (the rule of :func:`gsn.tl.train`'s ``prior="auto"``); the decision and the fraction
         go into ``uns``.
     pixel_size
