@@ -21,17 +21,28 @@ from ._aggregate import build_table, global_affine
 from ._assign import set_points_column
 
 
-def transcript_index(sdata: sd.SpatialData, points_key: str | None, frame, frame_name: str, *, scratch=None):
-    """Return the transcripts of ``points_key`` in the pixel frame of the raster ``frame``, readable by window."""
+def transcript_index(
+    sdata: sd.SpatialData, points_key: str | None, frame, frame_name: str, *, scratch=None, cache: dict | None = None
+):
+    """Return the transcripts of ``points_key`` in the pixel frame of the raster ``frame``, readable by window.
+
+    ``cache``: a dict kept by the caller; rasters on the same pixel grid then share one index.
+    """
     from .._transcripts import points_to_pixel_matrix
     from ..blockwise import TranscriptIndex
 
     points_key, points = get_points(sdata, points_key)
     matrix = points_to_pixel_matrix(points, frame, points_key=points_key, image_key=frame_name)
     shape = (frame.sizes["y"], frame.sizes["x"])
-    return TranscriptIndex.from_points(
+    grid = (points_key, np.asarray(matrix, np.float64).tobytes(), shape)
+    if cache is not None and grid in cache:
+        return cache[grid]
+    index = TranscriptIndex.from_points(
         points, matrix, shape, points_key=points_key, image_key=frame_name, scratch=scratch
     )
+    if cache is not None:
+        cache[grid] = index
+    return index
 
 
 def _segmentation_elements(

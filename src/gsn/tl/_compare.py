@@ -142,10 +142,11 @@ def compare(
         _, image_el = get_single_channel(sdata, image_key, channel=channel)
         image = ArraySource(image_el)
     frames: list[pd.DataFrame] = []
+    indexes: dict = {}  # segmentations on one pixel grid share their transcript index
     for key in keys:
         # Every metric block by block (gsn.tl._metrics_blocks): no whole label image is loaded.
         name, element, source = labels_source(sdata, key)
-        index = transcript_index(sdata, points_key, element, name) if has_tx else None
+        index = transcript_index(sdata, points_key, element, name, cache=indexes) if has_tx else None
         morph = morphology_blocks(source, block_size=BLOCK_SIZE, halo=LABELS_HALO)
         frames.append(_rows(key, "n_cells", "value", len(morph)))
         n_pixels = source.shape[0] * source.shape[1]
