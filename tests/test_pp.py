@@ -159,3 +159,12 @@ def test_rna_map_auto_scale_keeps_contrast_on_dense_data():
         rna_location_map_array(sparse_x, sparse_y, (80, 100), sigma=2.0, scale="auto"),
         rna_location_map_array(sparse_x, sparse_y, (80, 100), sigma=2.0),
     )
+
+
+def test_watershed_defaults_are_the_ones_segment_uses_for_missed_nuclei():
+    import inspect
+
+    from gsn.pp._watershed import DEFAULTS
+
+    signature = inspect.signature(gsn.pp.watershed).parameters
+    assert {name: signature[name].default for name in DEFAULTS} == DEFAULTS

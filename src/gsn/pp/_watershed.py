@@ -107,6 +107,8 @@ class _Steps:
 
 
 _OTSU_BINS = 256
+DEFAULTS = {"threshold": None, "smooth": 1.0, "erosion_radius": 2, "min_distance": 5, "min_area": 20}
+"""The watershed's parameters as :func:`watershed` defaults them (``segment``'s missed nuclei use them too)."""
 
 
 def range_kernel(steps: _Steps, raw, window: Window, core: Window, shape) -> tuple[float, float]:

@@ -36,14 +36,13 @@ def add_missed_nuclei(run, *, block_size: int, halo: int, client, scratch):
     """Return the anchors of a :class:`gsn.tl._segment.DecodeRun` (image frame) and how many nuclei were added."""
     from .._settings import settings
     from ..blockwise import RasterSource, block_grid, map_blocks
-    from ..pp._watershed import watershed_blocks
+    from ..pp._watershed import DEFAULTS, watershed_blocks
 
     names = [str(c) for c in run.image.coords["c"].values]
     stain = run.image.isel(c=names.index(run.channels[0])).data  # the model's first channel: the nuclear stain
     shape = run.frames.image_shape
     nuclei = scratch.raster("nuclei", shape, np.int32, chunk=block_size)
-    params = {"threshold": None, "smooth": 1.0, "erosion_radius": 2, "min_distance": 5, "min_area": 20}
-    watershed_blocks(stain, nuclei, params, block_size=block_size, halo=halo, client=client,
+    watershed_blocks(stain, nuclei, dict(DEFAULTS), block_size=block_size, halo=halo, client=client,
                      workers_read=scratch.shared)  # fmt: skip
     anchors = scratch.raster("anchors", shape, np.int32, chunk=block_size)
     decoded, nuclei_source = run.labels, RasterSource(nuclei)
