@@ -204,7 +204,6 @@ class Growth:
     logodds: np.ndarray | None = None
     fraction_in_labels: float = float("nan")
     kind: str = "nuclei"
-    eroded_px: float = 0.0
 
     @classmethod
     def start(cls, pixel_size: float | None, max_distance: float, *, quantile: float = 0.5, seed: int = 0) -> Growth:
@@ -363,7 +362,7 @@ class Growth:
         prior_extent = float(np.sum(self.prior * np.arange(len(self.prior)))) if self.prior is not None else 0.0
         return GrowthReport(self.pixel_size, self.cap, self.rate_in, self.rate_bg, self.n_sectors, self.n_types,
                             len(self.cell_ids), prior_extent, moved, self.kind, self.fraction_in_labels,
-                            self.eroded_px)  # fmt: skip
+                            self.erode_px if self.kind == "cells" else 0.0)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -721,10 +720,11 @@ def grow_blockwise(
         window = block.grow(halo, shape)
         return source.read(window), window, block, *tx(window)
 
-    stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
-                       workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
-    growth.fit_rates(stats)
-    del stats
+    def fit_rates(growth: Growth) -> None:
+        growth.fit_rates(map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
+                                    workers_read=scratch.shared, progress=progress, desc="growth: rates"))  # fmt: skip
+
+    fit_rates(growth)
     if len(growth.cell_ids) and (kind == "cells" or (kind == "auto" and growth.looks_whole())):
         # whole cells: grow from their cores, with rates measured around the cores
         cores = scratch.raster("cores", shape, np.int32, chunk=block_size)
@@ -738,12 +738,9 @@ def grow_blockwise(
                    progress=progress, desc="growth: cores")  # fmt: skip
         fraction, source = growth.fraction_in_labels, RasterSource(cores)
         growth = Growth.start(pixel_size, max_distance, quantile=quantile, seed=seed)
-        growth.kind, growth.eroded_px = "cells", growth.erode_px
-        stats = map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
-                           workers_read=scratch.shared, progress=progress, desc="growth: rates")  # fmt: skip
-        growth.fit_rates(stats)
+        growth.kind = "cells"
+        fit_rates(growth)
         growth.fraction_in_labels = fraction
-        del stats
     if not len(growth.cell_ids):
         return source, growth.report(), 0
     if index.n_inside == 0:
