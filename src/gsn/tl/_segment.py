@@ -254,7 +254,7 @@ def segment(
     blending: Literal["mean", "gaussian"] = "gaussian",
     batch_size: int = 8,
     mask_threshold: float = 0.35,
-    center_threshold: float = 0.2,
+    center_threshold: float = 0.15,
     nms_size: int = 3,
     min_area: int = 15,
     grow: bool = True,
@@ -320,10 +320,11 @@ def segment(
         Tiles per forward pass.
     mask_threshold, center_threshold
         Thresholds on the confidence map and on centre peaks. The paper uses 0.5 for both (and so
-        does :func:`gsn.models.decode_instances`); at 0.5 the default model missed half the cells of
-        the MERSCOPE crop (160 of the prior's 331). 0.35 and 0.2 were chosen by a sweep on the real
-        crops, with synthetic truth as a check (F1 0.986-0.992 against 0.972-0.988 at 0.5; see
-        ``docs/benchmarks.md``, "Decoding thresholds").
+        does :func:`gsn.models.decode_instances`); at 0.5 the first default model missed half the
+        cells of the MERSCOPE crop (160 of the prior's 331). 0.35 and 0.15 were chosen by sweeps on
+        the real crops, with synthetic truth as a check: the whole-cell default model's centre peaks
+        are lower than a nucleus model's, and at 0.2 it called 329 cells on MERSCOPE where 0.15
+        calls 372 at a lower MECR (see ``docs/benchmarks.md``, "Decoding thresholds").
     nms_size
         Non-maximum-suppression window for centre peaks, in pixels.
     min_area
