@@ -29,8 +29,10 @@ background. Growth turns nucleus-like labels plus transcript positions into whol
 Whole slides are grown block by block: four per-block kernels (:func:`stats_kernel`,
 :func:`sectors_kernel`, :func:`extent_kernel`, :func:`compose_kernel`) each read one block's window and
 return results for its core; between them, the sample-wide quantities (rates, the prior on extents,
-cell types) are fitted from what the blocks returned (:class:`Growth`); whole cells first pass
-through :func:`erode_kernel` and the rates are fitted again on their cores. Every quantity a core pixel
+cell types) are fitted from what the blocks returned (:class:`Growth`). Unless the labels are
+declared nuclei, a cheap first pass (:func:`census_kernel`: transcripts on the labels, the largest
+label) decides between nuclei and whole cells; whole cells then pass through :func:`erode_kernel`
+and the rates are fitted on their cores. Every quantity a core pixel
 depends on lies within :meth:`Growth.halo` of it, so the result does not depend on the block size.
 :func:`grow_labels` runs the same kernels on a whole image held in memory.
 """
@@ -182,9 +184,10 @@ def _geometry(nuclei: np.ndarray) -> _Geometry:
 class Growth:
     """Sample-wide quantities of the growth, fitted step by step from what the blocks return.
 
-    Built by :meth:`start` (pixel size and cap), completed by :meth:`fit_rates` (after
-    :func:`stats_kernel`), :meth:`fit_prior` (after :func:`sectors_kernel`) and :meth:`fit_types`
-    (after :func:`extent_kernel`). Per-cell arrays are indexed by position in ``cell_ids`` (sorted).
+    Built by :meth:`start` (pixel size and cap), completed by :meth:`fit_cells` (after
+    :func:`census_kernel`), :meth:`fit_rates` (after :func:`stats_kernel`), :meth:`fit_prior` (after
+    :func:`sectors_kernel`) and :meth:`fit_types` (after :func:`extent_kernel`). Per-cell arrays are
+    indexed by position in ``cell_ids`` (sorted).
     """
 
     pixel_size: float
@@ -273,9 +276,21 @@ class Growth:
                 break
         rate_bg = max(rate_bg, _MIN_BG_FRACTION * rate_in, 1e-9)
         self.rate_in, self.rate_bg = float(max(rate_in, 2.0 * rate_bg)), float(rate_bg)
+        self.fit_cells(stats)
+        if len(self.cell_ids):
+            radius = np.sqrt(np.median(self.area) / np.pi)
+            typical_extent = 0.5 * self.cap
+            cyto_area = np.pi * ((radius + typical_extent) ** 2 - radius**2)
+            self.n_sectors = int(np.clip(round(self.rate_in * cyto_area / _PER_SECTOR), _MIN_SECTORS, _MAX_SECTORS))
+
+    def fit_cells(self, stats: list[dict]) -> None:
+        """Fit the labels' ids, areas, centroids, largest extent and share of the transcripts.
+
+        From :func:`stats_kernel` or :func:`census_kernel` results.
+        """
+        total_sum = sum(s["total_sum"] for s in stats)
         if total_sum:
             self.fraction_in_labels = float(sum(s["labels_sum"] for s in stats) / total_sum)
-
         ids = np.concatenate([s["ids"] for s in stats]).astype(np.int64)
         cells, inverse = compact(ids)
 
@@ -297,10 +312,6 @@ class Growth:
                 extreme("max_col", np.maximum, -1) - extreme("min_col", np.minimum, big),
             )
             self.diameter = int(extent.max()) + 1
-            radius = np.sqrt(np.median(area) / np.pi)
-            typical_extent = 0.5 * self.cap
-            cyto_area = np.pi * ((radius + typical_extent) ** 2 - radius**2)
-            self.n_sectors = int(np.clip(round(self.rate_in * cyto_area / _PER_SECTOR), _MIN_SECTORS, _MAX_SECTORS))
 
     def prior_stride(self) -> int:
         """Every how many cells (by position in ``cell_ids``) the prior on extents is fitted on."""
@@ -384,12 +395,27 @@ def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Windo
         "far_sum": np.bincount(bins, weights=cnt[far], minlength=_N_DENSITY_BINS),
         "far_area": np.bincount(bins, minlength=_N_DENSITY_BINS).astype(np.float64),
     }  # fmt: skip
-    core_labels = nuclei[inner]
+    return {**out, **_cells_on_core(nuclei[inner], core)}  # fmt: skip
+
+
+def census_kernel(labels: np.ndarray, core: Window, x, y) -> dict:
+    """Pass 0 (unless ``kind="nuclei"``): transcripts on the core and on its labels, the labels' pixels.
+
+    What decides between nuclei and whole cells, and how far whole cells reach, without the rates'
+    distance maps and densities (those are measured after, on nuclei or on the cells' cores).
+    """
+    counts = _count_image(x, y, core)
+    return {"labels_sum": float(counts[labels > 0].sum()), "total_sum": float(counts.sum()),
+            **_cells_on_core(labels, core)}  # fmt: skip
+
+
+def _cells_on_core(core_labels: np.ndarray, core: Window) -> dict:
+    """Each label's pixel count, coordinate sums and bounding box on the core (whole-image pixels)."""
     rr, cc = np.nonzero(core_labels)
     ids, inv = compact(core_labels[rr, cc])
-    out["ids"], out["area"] = ids, np.bincount(inv, minlength=len(ids)).astype(np.float64)
-    out["sum_rows"] = np.bincount(inv, weights=rr + core.y0, minlength=len(ids))
-    out["sum_cols"] = np.bincount(inv, weights=cc + core.x0, minlength=len(ids))
+    out = {"ids": ids, "area": np.bincount(inv, minlength=len(ids)).astype(np.float64),
+           "sum_rows": np.bincount(inv, weights=rr + core.y0, minlength=len(ids)),
+           "sum_cols": np.bincount(inv, weights=cc + core.x0, minlength=len(ids))}  # fmt: skip
     for name, values, fn, init in (
         ("min_row", rr, np.minimum, np.iinfo(np.int64).max),
         ("max_row", rr, np.maximum, -1),
@@ -399,7 +425,7 @@ def stats_kernel(growth: Growth, nuclei: np.ndarray, window: Window, core: Windo
         arr = np.full(len(ids), init, dtype=np.int64)
         fn.at(arr, inv, values + (core.y0 if "row" in name else core.x0))
         out[name] = arr
-    return out  # fmt: skip
+    return out
 
 
 def erode_labels(labels: np.ndarray, depth: float) -> np.ndarray:
@@ -724,7 +750,11 @@ def grow_blockwise(
         growth.fit_rates(map_blocks(stats_kernel, blocks, stats_inputs, shared=(growth,), client=client,
                                     workers_read=scratch.shared, progress=progress, desc="growth: rates"))  # fmt: skip
 
-    fit_rates(growth)
+    if kind != "nuclei":
+        # a cheap first look decides; whole cells then skip the rates on their full extent
+        growth.fit_cells(map_blocks(census_kernel, blocks, lambda block: (source.read(block), block, *tx(block)),
+                                    client=client, workers_read=scratch.shared, progress=progress,
+                                    desc="growth: census"))  # fmt: skip
     if len(growth.cell_ids) and (kind == "cells" or (kind == "auto" and growth.looks_whole())):
         # whole cells: grow from their cores, with rates measured around the cores
         cores = scratch.raster("cores", shape, np.int32, chunk=block_size)
@@ -741,6 +771,8 @@ def grow_blockwise(
         growth.kind = "cells"
         fit_rates(growth)
         growth.fraction_in_labels = fraction
+    else:
+        fit_rates(growth)
     if not len(growth.cell_ids):
         return source, growth.report(), 0
     if index.n_inside == 0:

@@ -277,9 +277,10 @@ def segment(
     back to the image's pixel grid. With ``grow=True`` (default) the decoded cells are then grown
     with the transcripts into whole cells (:func:`gsn.tl.grow_cells`): the network finds the cells
     and their cores, the RNA decides how far each reaches. Decoded cells that already are whole
-    cells (they hold at least 0.6 of the transcripts, as from a model trained on cells) are eroded
-    by 1.5 µm to their cores and regrown, so the transcripts redraw their borders; the decision is
-    stored in ``uns["genesegnet"]["growth"]["kind"]``.
+    cells (they hold at least 0.6 of the transcripts, as the default model's do) are eroded by
+    1.5 µm to their cores and regrown, so the transcripts redraw their borders; nucleus-sized cells
+    (a model trained on nuclei) are grown outwards. The decision is stored in
+    ``uns["genesegnet"]["growth"]["kind"]``.
 
     Writes, for prefix ``key`` = ``key_added``:
 
@@ -338,8 +339,10 @@ def segment(
         Also start cells from the nuclei of the stain that the network missed: nuclei of the
         watershed baseline (:func:`gsn.pp.watershed`, on the model's first channel) that no decoded
         cell comes within 2 px of; they are grown like the decoded cells. Decoded cells are never
-        changed by it. On the Xenium crop it added 104 cells to 773 and on MERSCOPE 42 to 315, each
-        with more transcripts in cells at a lower MECR (docs/benchmarks.md, "Whole cells").
+        changed by it. With the first default model (nucleus-sized cells) it added 104 cells to 773
+        on the Xenium crop and 42 to 315 on MERSCOPE, each with more transcripts in cells at a lower
+        MECR; the whole-cell default model's cells cover the nuclei around them, and it adds none on
+        Xenium and 7 on MERSCOPE (docs/benchmarks.md, "Whole cells").
     pixel_size
         Pixel size of the image, overriding the one read from its transformation.
     device

@@ -124,7 +124,7 @@ def train(
         resampled to it.
     model
         The starting point. ``"default"`` (default): the model that ships with gsn, fine-tuned on
-        these labels: it already finds nuclei and cells, so a few hundred steps on a CPU adapt it to
+        these labels: it already finds whole cells, so a few hundred steps on a CPU adapt it to
         the sample, where fresh weights need thousands; it is used when the image has as many
         channels as the model (one nucleus stain) and ``widths`` is left at ``"auto"``, and fresh
         weights are used otherwise (logged). A :class:`gsn.models.GeneSegNetModel` or a saved
