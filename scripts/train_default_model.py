@@ -63,14 +63,11 @@ def training_samples(seed: int, labels: str = "whole"):
     samples = []
     for name in ("xenium_breast_bidcell", "cosmx_lung12_fov002", "merscope_mouse_brain"):
         s = gsn.io.read_folder(DATA / name)
-        if labels in ("whole", "grown"):
-            if labels == "whole":
-                whole_cell_labels(s)
-            else:
-                gsn.tl.grow_cells(s, "prior_labels", key_added="grown")
-            s["train_labels"] = s["grown_labels"]
-        else:
-            s["train_labels"] = s["prior_labels"]
+        if labels == "whole":
+            whole_cell_labels(s)
+        elif labels == "grown":
+            gsn.tl.grow_cells(s, "prior_labels", key_added="grown")
+        s["train_labels"] = s["prior_labels"] if labels == "prior" else s["grown_labels"]
         samples.append(s)
     for k in range(2):
         s = gsn.datasets.synthetic(shape=(384, 384), seed=seed + 100 + k)
