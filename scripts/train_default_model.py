@@ -174,18 +174,21 @@ def main() -> None:
         for row in validate(gsn.models.load(args.validate)):
             print(json.dumps(row))
         return
+    start_from = _start_from(args)
+    # train() fine-tunes the model in place: its identity is read before
+    initial = start_from["model"].identity if args.init else None
     start = time.perf_counter()
     model = gsn.tl.train(
         training_samples(args.seed, args.labels), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        seed=args.seed, device="cpu", lr=args.lr, **_start_from(args), **{**TRAIN_ARGS, "crop_size": args.crop},
+        seed=args.seed, device="cpu", lr=args.lr, **start_from, **{**TRAIN_ARGS, "crop_size": args.crop},
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model.config.train_params["hardware"] = (
         f"{platform.processor() or platform.machine()}, {args.threads} CPU thread(s)"
     )
     model.config.train_params["train_seconds"] = round(seconds, 1)
-    if args.init:
-        model.config.train_params["fine_tuned_from"] = gsn.models.load(args.init).identity
+    if initial:
+        model.config.train_params["fine_tuned_from"] = initial
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     size_mb = args.out.stat().st_size / 1e6
